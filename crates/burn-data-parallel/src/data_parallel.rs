@@ -1,0 +1,235 @@
+//! [`DataParallel`]: the template, its devices, and the Keras-style forward.
+
+use burn::module::Module;
+use burn::tensor::backend::Backend;
+
+use crate::device::{check_devices, template_device};
+use crate::error::Result;
+use crate::gather::{Gather, GatherContext};
+use crate::reduce::Reduction;
+use crate::replica::{Job, run_replicas};
+use crate::scatter::{Scatter, batch_size, scatter};
+use crate::split::SplitPlan;
+use crate::state::{collect_state, settle_shared_state, write_state};
+
+/// A module replicated over several devices: each batch is split along dim 0, every replica
+/// runs on its shard in its own thread, and the outputs are merged back into one batch on the
+/// host.
+///
+/// The weights live in one *template* module on the host device (the device the model was
+/// built on). The template is the only module Burn sees: visitors, optimizers and recorders
+/// reach its parameters and nothing else, and the record of a `DataParallel` is the template's
+/// own record, so files load into the bare model and back. Replicas are made from the template
+/// for every call and never outlive it.
+///
+/// Two ways to run it:
+///
+/// - [`forward`](Self::forward), Keras's `multi_gpu_model`: replicas are linked to the template
+///   in the autodiff graph, so a loss computed on the merged output and one `backward()` give
+///   the template the exact full-batch gradient.
+/// - Burn's `Learner` (feature `train`): `DataParallel` implements `TrainStep` and
+///   `InferenceStep` for any model that does, and runs the backward passes in parallel too.
+///
+/// # Examples
+///
+/// ```
+/// use burn::backend::{Autodiff, NdArray, ndarray::NdArrayDevice};
+/// use burn::nn::{Linear, LinearConfig};
+/// use burn::tensor::Tensor;
+/// use burn_data_parallel::DataParallel;
+///
+/// type B = Autodiff<NdArray>;
+/// let host = NdArrayDevice::Cpu;
+/// let model: Linear<B> = LinearConfig::new(4, 2).init(&host);
+///
+/// // Two replicas on the CPU: NdArray devices may repeat.
+/// let dp = DataParallel::new(model, vec![host, host]).unwrap();
+///
+/// let x = Tensor::<B, 2>::ones([5, 4], &host);
+/// let y = dp.forward(x, |model, shard| model.forward(shard));
+/// assert_eq!(y.dims(), [5, 2]);
+///
+/// let grads = y.sum().backward();
+/// assert!(dp.template().weight.grad(&grads).is_some());
+/// ```
+#[derive(Debug, Clone)]
+pub struct DataParallel<B: Backend, M> {
+    pub(crate) template: M,
+    pub(crate) devices: Vec<B::Device>,
+    pub(crate) host: B::Device,
+    pub(crate) reduction: Reduction,
+}
+
+impl<B: Backend, M: Module<B>> DataParallel<B, M> {
+    /// Wraps `template`, to be replicated on each of `devices` (repeats allowed).
+    ///
+    /// The template stays on the device it was built on, which becomes the host: outputs are
+    /// merged there and gradients meet there. A template without parameters takes the first
+    /// device as its host. The template's parameters are initialised here, before any replica
+    /// is made: Burn initialises clones of a fresh module independently.
+    ///
+    /// # Errors
+    ///
+    /// [`NoDevices`](crate::DataParallelError::NoDevices) for an empty list,
+    /// [`DeviceUnavailable`](crate::DataParallelError::DeviceUnavailable) for a device this
+    /// machine does not have, and
+    /// [`TemplateSpansDevices`](crate::DataParallelError::TemplateSpansDevices) when the
+    /// template's parameters are not all on one device.
+    pub fn new(template: M, devices: Vec<B::Device>) -> Result<Self> {
+        check_devices::<B>(&devices)?;
+        // `devices()` visits every parameter, which initialises the lazy ones.
+        let host = template_device::<B, M>(&template)?.unwrap_or_else(|| devices[0].clone());
+        Ok(Self {
+            template,
+            devices,
+            host,
+            reduction: Reduction::default(),
+        })
+    }
+
+    /// Moves the template to `host` (with `fork`, so its parameters stay trainable leaves).
+    #[must_use]
+    pub fn with_host(self, host: B::Device) -> Self {
+        Self {
+            template: self.template.fork(&host),
+            host,
+            ..self
+        }
+    }
+
+    /// Sets how the inner model reduces its loss over a batch (default [`Reduction::Mean`]).
+    ///
+    /// It decides how the per-replica training path weights gradients and merges losses; the
+    /// Keras-style [`forward`](Self::forward) computes the loss on the merged output and does
+    /// not need it.
+    #[must_use]
+    pub fn with_reduction(self, reduction: Reduction) -> Self {
+        Self { reduction, ..self }
+    }
+
+    /// The template: the module that holds the weights.
+    pub fn template(&self) -> &M {
+        &self.template
+    }
+
+    /// The devices replicas run on, in order.
+    ///
+    /// Not to be confused with [`Module::devices`], which, as for any module, lists where the
+    /// parameters are: the template's host.
+    pub fn replica_devices(&self) -> &[B::Device] {
+        &self.devices
+    }
+
+    /// The device the template lives on and outputs are merged on.
+    pub fn host(&self) -> &B::Device {
+        &self.host
+    }
+
+    /// How the inner model's loss is reduced; see [`with_reduction`](Self::with_reduction).
+    pub fn reduction(&self) -> Reduction {
+        self.reduction
+    }
+
+    /// Unwraps the template.
+    pub fn into_inner(self) -> M {
+        self.template
+    }
+
+    /// Splits `input` along dim 0, runs `forward` on every replica with its shard, each in its
+    /// own thread, and merges the outputs on the host.
+    ///
+    /// Replicas are made from the template with `to_device`, so on an autodiff backend the
+    /// merged output is linked to the template's parameters: a loss computed from it and one
+    /// `backward()` give each parameter its full-batch gradient, summed over the replicas by
+    /// Burn. The replicas' threads only run forward and are joined before this returns; the
+    /// backward pass runs on the caller's thread.
+    ///
+    /// # Notes
+    ///
+    /// State a module updates during its forward pass (BatchNorm's running statistics) is shared
+    /// by the replicas with the template, as Burn shares it between clones: after the call it is
+    /// the mean of the replicas' updates, and it is back on the host. When a replica panics it
+    /// is restored to its value before the call.
+    ///
+    /// # Panics
+    ///
+    /// With the message of the [`DataParallelError`](crate::DataParallelError) that
+    /// [`try_forward`](Self::try_forward) would return.
+    pub fn forward<I, O, F>(&self, input: I, forward: F) -> O
+    where
+        I: Scatter<B> + Send,
+        O: Gather<B> + Send,
+        F: Fn(&M, I) -> O + Sync,
+    {
+        self.try_forward(input, forward)
+            .unwrap_or_else(|error| panic!("DataParallel::forward failed: {error}"))
+    }
+
+    /// [`forward`](Self::forward), returning errors instead of panicking.
+    ///
+    /// # Errors
+    ///
+    /// [`EmptyBatch`](crate::DataParallelError::EmptyBatch),
+    /// [`BatchSizeMismatch`](crate::DataParallelError::BatchSizeMismatch) and
+    /// [`NothingToSplit`](crate::DataParallelError::NothingToSplit) for an input that cannot be
+    /// split, [`ReplicaPanicked`](crate::DataParallelError::ReplicaPanicked) when `forward`
+    /// panics on a replica (every replica is joined first and the template is unchanged), and
+    /// [`Gather`](crate::DataParallelError::Gather) when the outputs cannot be merged.
+    pub fn try_forward<I, O, F>(&self, input: I, forward: F) -> Result<O>
+    where
+        I: Scatter<B> + Send,
+        O: Gather<B> + Send,
+        F: Fn(&M, I) -> O + Sync,
+    {
+        let plan = self.plan(&input)?;
+        // Replicas share the template's running state; keep its value to restore on failure.
+        let state_before = collect_state(&self.template);
+        let jobs = self.jobs(&plan, &input, |template, device| {
+            template.clone().to_device(device)
+        });
+        let outputs = run_replicas(jobs, &forward);
+        settle_shared_state(&self.template, &self.host);
+        let outputs = match outputs {
+            Ok(outputs) => outputs.into_iter().map(|(_, output)| output).collect(),
+            Err(error) => {
+                write_state(&self.template, vec![state_before], &[1.0], &self.host);
+                return Err(error);
+            }
+        };
+        O::gather(outputs, &self.gather_context(&plan))
+    }
+
+    /// How `input` is split over this module's devices.
+    pub(crate) fn plan<I: Scatter<B>>(&self, input: &I) -> Result<SplitPlan> {
+        SplitPlan::new(batch_size(input)?, self.devices.len())
+    }
+
+    /// One job per shard of `plan`: a replica made by `replicate` and its shard of `input`.
+    pub(crate) fn jobs<'a, I, R>(
+        &'a self,
+        plan: &SplitPlan,
+        input: &I,
+        replicate: R,
+    ) -> Vec<Job<'a, M, I, B::Device>>
+    where
+        I: Scatter<B>,
+        R: Fn(&M, &B::Device) -> M,
+    {
+        let shards = scatter(input, plan, &self.devices);
+        shards
+            .into_iter()
+            .zip(plan.shards().iter().zip(&self.devices))
+            .map(|(shard, (rows, device))| Job {
+                replica: replicate(&self.template, device),
+                shard,
+                device,
+                rows: rows.clone(),
+            })
+            .collect()
+    }
+
+    /// Where and how outputs of a call split by `plan` are merged.
+    pub(crate) fn gather_context<'a>(&'a self, plan: &'a SplitPlan) -> GatherContext<'a, B> {
+        GatherContext::new(&self.host, plan, self.reduction)
+    }
+}

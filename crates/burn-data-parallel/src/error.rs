@@ -1,0 +1,86 @@
+//! The one error type of the crate.
+
+use core::ops::Range;
+
+/// What can go wrong when building a [`DataParallel`](crate::DataParallel) or running a step.
+///
+/// Every message names the cause and, where there is one, the fix.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DataParallelError {
+    /// The device list was empty.
+    #[error("no devices given: DataParallel needs at least one device to run a replica on")]
+    NoDevices,
+
+    /// A requested device does not exist on this machine.
+    #[error("device {device} is not available: {available}")]
+    DeviceUnavailable {
+        /// The requested device, as its `Debug` form.
+        device: String,
+        /// What this machine has instead, in words (for example "this machine has 2 devices of
+        /// this kind: [Cuda(0), Cuda(1)]").
+        available: String,
+    },
+
+    /// The template's parameters do not all live on one device.
+    #[error(
+        "the template's parameters are spread over {devices}: move the model to one host device \
+         (`model.fork(&host)`) before wrapping it"
+    )]
+    TemplateSpansDevices {
+        /// The devices the template's parameters were found on.
+        devices: String,
+    },
+
+    /// The batch dimension (dim 0) of the input has size 0.
+    #[error("empty batch: the input's batch dimension (dim 0) has size 0, nothing to split")]
+    EmptyBatch,
+
+    /// The input holds no tensor with a batch dimension.
+    #[error(
+        "the input has nothing to split: it holds no tensor with a batch dimension \
+         (values that are the same for every sample go in `Broadcast`, next to at least one batched tensor)"
+    )]
+    NothingToSplit,
+
+    /// Parts of the input disagree on the batch size.
+    #[error("the input's tensors disagree on the batch size (dim 0): found sizes {sizes:?}")]
+    BatchSizeMismatch {
+        /// The distinct dim-0 sizes, in the order they were found.
+        sizes: Vec<usize>,
+    },
+
+    /// A replica panicked; every other replica was joined first and the template is unchanged.
+    #[error("replica {index} on device {device} panicked on batch rows {rows:?}: {message}")]
+    ReplicaPanicked {
+        /// Position of the replica in the device list.
+        index: usize,
+        /// The replica's device, as its `Debug` form.
+        device: String,
+        /// The rows of the batch the replica was given.
+        rows: Range<usize>,
+        /// The panic message.
+        message: String,
+    },
+
+    /// The operating system refused to start a replica's thread.
+    #[error("could not start the thread of replica {index} on device {device}: {message}")]
+    ThreadSpawn {
+        /// Position of the replica in the device list.
+        index: usize,
+        /// The replica's device, as its `Debug` form.
+        device: String,
+        /// The operating system's error.
+        message: String,
+    },
+
+    /// The replicas' outputs cannot be merged into one.
+    #[error("cannot merge the replicas' outputs: {reason}")]
+    Gather {
+        /// Which part disagreed, and how.
+        reason: String,
+    },
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = DataParallelError> = core::result::Result<T, E>;

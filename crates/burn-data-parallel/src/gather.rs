@@ -1,0 +1,280 @@
+//! [`Gather`]: how the replicas' outputs are merged back into one batch on the host.
+
+use burn::tensor::{BasicOps, Tensor, backend::Backend};
+
+use crate::error::{DataParallelError, Result};
+use crate::reduce::Reduction;
+use crate::split::SplitPlan;
+
+/// A value that can be merged from the replicas' outputs into one, on the host device.
+///
+/// Tensors are concatenated along dim 0 (their batch dimension), in device order, after being
+/// moved to the host. Containers (tuples, `Vec`, `Option`, arrays) merge element by element and
+/// must have the same shape in every replica. Values without a batch dimension, such as a
+/// mean-reduced loss, go in [`Mean`] (the shard-weighted mean, `Σ n_i/n · x_i`) or [`Sum`].
+///
+/// User structs get this trait from `#[derive(Gather)]`.
+///
+/// # Examples
+///
+/// ```
+/// use burn::backend::NdArray;
+/// use burn::tensor::Tensor;
+/// use burn_data_parallel::{Gather, GatherContext, Mean, Reduction, SplitPlan};
+///
+/// let device = Default::default();
+/// let plan = SplitPlan::new(4, 2).unwrap(); // two shards of two rows
+/// let context = GatherContext::<NdArray>::new(&device, &plan, Reduction::Mean);
+///
+/// let floats = |values: &[f32]| Tensor::<NdArray, 1>::from_floats(values, &device);
+/// // Each replica returns its rows and its mean loss.
+/// let parts = vec![
+///     (floats(&[1.0, 2.0]), Mean(floats(&[1.0]))),
+///     (floats(&[3.0, 4.0]), Mean(floats(&[3.0]))),
+/// ];
+/// let (rows, Mean(loss)) = Gather::gather(parts, &context).unwrap();
+/// assert_eq!(rows.into_data().to_vec::<f32>().unwrap(), [1.0, 2.0, 3.0, 4.0]);
+/// assert_eq!(loss.into_scalar(), 2.0);
+/// ```
+pub trait Gather<B: Backend>: Sized {
+    /// Merges `parts`, one per replica in device order, into one value on the host.
+    ///
+    /// # Errors
+    ///
+    /// [`DataParallelError::Gather`] when the parts do not have the same structure.
+    fn gather(parts: Vec<Self>, context: &GatherContext<'_, B>) -> Result<Self>;
+}
+
+/// What a [`Gather`] implementation needs to know: where to merge and how the batch was split.
+#[derive(Debug, Clone)]
+pub struct GatherContext<'a, B: Backend> {
+    host: &'a B::Device,
+    plan: &'a SplitPlan,
+    reduction: Reduction,
+}
+
+impl<'a, B: Backend> GatherContext<'a, B> {
+    /// A context that merges on `host` the shards of `plan`, with losses reduced by `reduction`.
+    pub fn new(host: &'a B::Device, plan: &'a SplitPlan, reduction: Reduction) -> Self {
+        Self {
+            host,
+            plan,
+            reduction,
+        }
+    }
+
+    /// The device the merged value lives on.
+    pub fn host(&self) -> &B::Device {
+        self.host
+    }
+
+    /// How the batch was split.
+    pub fn plan(&self) -> &SplitPlan {
+        self.plan
+    }
+
+    /// How the inner model's loss is reduced over the batch.
+    pub fn reduction(&self) -> Reduction {
+        self.reduction
+    }
+
+    /// Moves `tensor` to the host (a no-op when it is there already).
+    pub fn to_host<const D: usize, K: BasicOps<B>>(
+        &self,
+        tensor: Tensor<B, D, K>,
+    ) -> Tensor<B, D, K> {
+        if tensor.device() == *self.host {
+            tensor
+        } else {
+            tensor.to_device(self.host)
+        }
+    }
+
+    /// Concatenates `parts` along dim 0 on the host, in device order.
+    ///
+    /// # Errors
+    ///
+    /// [`DataParallelError::Gather`] when `parts` is empty.
+    pub fn cat<const D: usize, K: BasicOps<B>>(
+        &self,
+        parts: Vec<Tensor<B, D, K>>,
+    ) -> Result<Tensor<B, D, K>> {
+        let mut parts: Vec<_> = parts.into_iter().map(|part| self.to_host(part)).collect();
+        match parts.len() {
+            0 => Err(no_parts()),
+            1 => Ok(parts.remove(0)),
+            _ => Ok(Tensor::cat(parts, 0)),
+        }
+    }
+
+    /// The shard-weighted mean of `parts` on the host: `Σ n_i/n · x_i`, summed in device order.
+    ///
+    /// This is the full-batch value of a quantity that each replica averaged over its shard,
+    /// such as a mean-reduced loss.
+    ///
+    /// # Errors
+    ///
+    /// [`DataParallelError::Gather`] when `parts` is empty.
+    pub fn weighted_mean<const D: usize>(&self, parts: Vec<Tensor<B, D>>) -> Result<Tensor<B, D>> {
+        let weights = self.plan.weights();
+        let weighted = parts.into_iter().zip(weights).map(|(part, weight)| {
+            let part = self.to_host(part);
+            // A single shard has weight 1: leave it bit for bit as it is.
+            if weight == 1.0 {
+                part
+            } else {
+                part.mul_scalar(weight)
+            }
+        });
+        weighted.reduce(Tensor::add).ok_or_else(no_parts)
+    }
+
+    /// The sum of `parts` on the host, in device order.
+    ///
+    /// # Errors
+    ///
+    /// [`DataParallelError::Gather`] when `parts` is empty.
+    pub fn sum<const D: usize>(&self, parts: Vec<Tensor<B, D>>) -> Result<Tensor<B, D>> {
+        parts
+            .into_iter()
+            .map(|part| self.to_host(part))
+            .reduce(Tensor::add)
+            .ok_or_else(no_parts)
+    }
+
+    /// Merges per-shard losses as the inner model reduced them: the
+    /// [weighted mean](Self::weighted_mean) for [`Reduction::Mean`], the [sum](Self::sum) for
+    /// [`Reduction::Sum`].
+    ///
+    /// # Errors
+    ///
+    /// [`DataParallelError::Gather`] when `parts` is empty.
+    pub fn loss<const D: usize>(&self, parts: Vec<Tensor<B, D>>) -> Result<Tensor<B, D>> {
+        match self.reduction {
+            Reduction::Mean => self.weighted_mean(parts),
+            Reduction::Sum => self.sum(parts),
+        }
+    }
+}
+
+fn no_parts() -> DataParallelError {
+    DataParallelError::Gather {
+        reason: "no replica produced an output".to_string(),
+    }
+}
+
+/// A per-shard value merged as the shard-weighted mean `Σ n_i/n · x_i`: a mean-reduced loss or
+/// metric that has no batch dimension.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Mean<T>(pub T);
+
+/// A per-shard value merged as the plain sum `Σ x_i`: a sum-reduced loss or a count.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sum<T>(pub T);
+
+impl<B: Backend, const D: usize, K: BasicOps<B>> Gather<B> for Tensor<B, D, K> {
+    fn gather(parts: Vec<Self>, context: &GatherContext<'_, B>) -> Result<Self> {
+        context.cat(parts)
+    }
+}
+
+impl<B: Backend, const D: usize> Gather<B> for Mean<Tensor<B, D>> {
+    fn gather(parts: Vec<Self>, context: &GatherContext<'_, B>) -> Result<Self> {
+        let parts = parts.into_iter().map(|Mean(part)| part).collect();
+        context.weighted_mean(parts).map(Mean)
+    }
+}
+
+impl<B: Backend, const D: usize> Gather<B> for Sum<Tensor<B, D>> {
+    fn gather(parts: Vec<Self>, context: &GatherContext<'_, B>) -> Result<Self> {
+        let parts = parts.into_iter().map(|Sum(part)| part).collect();
+        context.sum(parts).map(Sum)
+    }
+}
+
+impl<B: Backend> Gather<B> for () {
+    fn gather(_parts: Vec<Self>, _context: &GatherContext<'_, B>) -> Result<Self> {
+        Ok(())
+    }
+}
+
+/// Turns `parts`, each a sequence of `len` elements, into `len` columns: one per position.
+fn transpose<T, I: IntoIterator<Item = T>>(parts: Vec<I>, len: usize) -> Vec<Vec<T>> {
+    let mut columns: Vec<Vec<T>> = (0..len).map(|_| Vec::with_capacity(parts.len())).collect();
+    for part in parts {
+        for (column, item) in columns.iter_mut().zip(part) {
+            column.push(item);
+        }
+    }
+    columns
+}
+
+impl<B: Backend, T: Gather<B>> Gather<B> for Vec<T> {
+    fn gather(parts: Vec<Self>, context: &GatherContext<'_, B>) -> Result<Self> {
+        let len = parts.first().map_or(0, Vec::len);
+        if let Some((replica, part)) = parts.iter().enumerate().find(|(_, p)| p.len() != len) {
+            return Err(DataParallelError::Gather {
+                reason: format!(
+                    "replica {replica} returned a Vec of {} elements, replica 0 one of {len}",
+                    part.len()
+                ),
+            });
+        }
+        transpose(parts, len)
+            .into_iter()
+            .map(|column| T::gather(column, context))
+            .collect()
+    }
+}
+
+impl<B: Backend, T: Gather<B>, const N: usize> Gather<B> for [T; N] {
+    fn gather(parts: Vec<Self>, context: &GatherContext<'_, B>) -> Result<Self> {
+        let merged = transpose(parts, N)
+            .into_iter()
+            .map(|column| T::gather(column, context))
+            .collect::<Result<Vec<T>>>()?;
+        // `transpose` made exactly N columns, so this conversion cannot fail.
+        merged.try_into().map_err(|_| DataParallelError::Gather {
+            reason: format!("expected {N} merged array elements"),
+        })
+    }
+}
+
+impl<B: Backend, T: Gather<B>> Gather<B> for Option<T> {
+    fn gather(parts: Vec<Self>, context: &GatherContext<'_, B>) -> Result<Self> {
+        let somes = parts.iter().filter(|part| part.is_some()).count();
+        if somes == 0 {
+            return Ok(None);
+        }
+        if somes != parts.len() {
+            return Err(DataParallelError::Gather {
+                reason: format!(
+                    "{somes} of {} replicas returned Some and the others None",
+                    parts.len()
+                ),
+            });
+        }
+        T::gather(parts.into_iter().flatten().collect(), context).map(Some)
+    }
+}
+
+macro_rules! gather_tuple {
+    ($($name:ident $index:tt $column:ident),+) => {
+        impl<B: Backend, $($name: Gather<B>),+> Gather<B> for ($($name,)+) {
+            fn gather(parts: Vec<Self>, context: &GatherContext<'_, B>) -> Result<Self> {
+                $(let mut $column = Vec::with_capacity(parts.len());)+
+                for part in parts {
+                    $($column.push(part.$index);)+
+                }
+                Ok(($($name::gather($column, context)?,)+))
+            }
+        }
+    };
+}
+
+gather_tuple!(A 0 a);
+gather_tuple!(A 0 a, C 1 c);
+gather_tuple!(A 0 a, C 1 c, E 2 e);
+gather_tuple!(A 0 a, C 1 c, E 2 e, F 3 f);
+gather_tuple!(A 0 a, C 1 c, E 2 e, F 3 f, G 4 g);
+gather_tuple!(A 0 a, C 1 c, E 2 e, F 3 f, G 4 g, H 5 h);

@@ -1,0 +1,64 @@
+//! Single-machine data parallelism for [Burn](https://burn.dev), in the spirit of Keras's
+//! `multi_gpu_model`: split each batch along dim 0, run one replica of the model per device,
+//! merge the outputs back into one batch, and keep the weights in one *template* module on a
+//! host device, which is what the optimizer updates and what is saved.
+//!
+//! ```
+//! use burn::backend::{Autodiff, NdArray, ndarray::NdArrayDevice};
+//! use burn::nn::{Linear, LinearConfig};
+//! use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+//! use burn::tensor::Tensor;
+//! use burn_data_parallel::DataParallel;
+//!
+//! type B = Autodiff<NdArray>;
+//! let host = NdArrayDevice::Cpu;
+//! let model: Linear<B> = LinearConfig::new(8, 1).init(&host);
+//! let dp = DataParallel::new(model, vec![host, host, host]).unwrap(); // three replicas
+//!
+//! let x = Tensor::<B, 2>::ones([10, 8], &host);
+//! let y = dp.forward(x, |model, shard| model.forward(shard)); // 4 + 3 + 3 rows
+//! let loss = y.powi_scalar(2).mean();
+//!
+//! let grads = GradientsParams::from_grads(loss.backward(), &dp);
+//! let mut optim = AdamConfig::new().init();
+//! let dp = optim.step(1e-3, dp, grads); // updates the template
+//! let model: Linear<B> = dp.into_inner();
+//! ```
+//!
+//! # The contract
+//!
+//! - **Same result as one device**: training over N devices gives the parameters that training
+//!   the bare model on one device with the same batches gives, within float rounding.
+//! - **One source of truth**: only the template is a module to Burn; the record of a
+//!   `DataParallel` is its template's record, byte for byte.
+//! - **Deterministic**: results are reduced in device order, never in completion order.
+//! - **Clear errors**: a bad device list or an input that cannot be split is a
+//!   [`DataParallelError`]; a replica that panics is named, after every replica has joined.
+//!
+//! # Crate layout
+//!
+//! - [`DataParallel`]: the wrapper, with the Keras-style [`forward`](DataParallel::forward).
+//! - [`Scatter`] and [`Gather`]: what crosses the split, for tensors, tuples, `Vec`, `Option`
+//!   and arrays; [`Broadcast`], [`Mean`] and [`Sum`] for values without a batch dimension.
+//! - [`SplitPlan`]: which rows go to which replica.
+//! - [`Reduction`]: how the inner model's loss is reduced, which decides gradient weights.
+#![deny(missing_docs)]
+
+mod data_parallel;
+mod device;
+mod error;
+mod gather;
+mod module;
+mod reduce;
+mod replica;
+mod scatter;
+mod split;
+mod state;
+
+pub use data_parallel::DataParallel;
+pub use device::check_devices;
+pub use error::{DataParallelError, Result};
+pub use gather::{Gather, GatherContext, Mean, Sum};
+pub use reduce::Reduction;
+pub use scatter::{Broadcast, Scatter, batch_size};
+pub use split::SplitPlan;

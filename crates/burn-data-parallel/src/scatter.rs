@@ -1,0 +1,177 @@
+//! [`Scatter`]: what can be cut along the batch dimension and sent to the replicas.
+
+use core::ops::Range;
+
+use burn::tensor::{BasicOps, Tensor, backend::Backend};
+
+use crate::error::{DataParallelError, Result};
+use crate::split::SplitPlan;
+
+/// A value that can be cut into shards along its batch dimension, one shard per replica.
+///
+/// The batch dimension of a tensor is dim 0. Containers (tuples, `Vec`, `Option`, arrays)
+/// scatter each element; every tensor found must have the same dim-0 size. Values without a
+/// batch dimension go in [`Broadcast`], which gives every replica a clone.
+///
+/// User structs get this trait from `#[derive(Scatter)]`.
+///
+/// # Examples
+///
+/// ```
+/// use burn::backend::NdArray;
+/// use burn::tensor::{Int, Tensor};
+/// use burn_data_parallel::Scatter;
+///
+/// let device = Default::default();
+/// let images = Tensor::<NdArray, 2>::ones([5, 3], &device);
+/// let labels = Tensor::<NdArray, 1, Int>::arange(0..5, &device);
+/// let batch = (images, labels);
+///
+/// let mut sizes = Vec::new();
+/// batch.batch_sizes(&mut sizes);
+/// assert_eq!(sizes, [5, 5]);
+///
+/// let (images, labels) = batch.shard(3..5, &device);
+/// assert_eq!(images.dims(), [2, 3]);
+/// assert_eq!(labels.into_data().to_vec::<i64>().unwrap(), [3, 4]);
+/// ```
+pub trait Scatter<B: Backend>: Sized {
+    /// Appends the dim-0 size of every part that is split to `sizes`.
+    fn batch_sizes(&self, sizes: &mut Vec<usize>);
+
+    /// The given `rows` of every part that is split, moved to `device`; other parts cloned.
+    fn shard(&self, rows: Range<usize>, device: &B::Device) -> Self;
+}
+
+/// A value without a batch dimension, given unchanged to every replica.
+///
+/// The value is cloned, not moved: a tensor inside stays on its device. Move it where it is
+/// used, for example with `mask.clone().to_device(&shard.device())` inside the closure given to
+/// [`forward`](crate::DataParallel::forward).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Broadcast<T>(pub T);
+
+/// The batch size of `input`: the dim-0 size that all its split parts share.
+///
+/// # Errors
+///
+/// [`DataParallelError::NothingToSplit`] when `input` holds no split part,
+/// [`DataParallelError::BatchSizeMismatch`] when the parts disagree and
+/// [`DataParallelError::EmptyBatch`] when the size is 0.
+pub fn batch_size<B: Backend, I: Scatter<B>>(input: &I) -> Result<usize> {
+    let mut sizes = Vec::new();
+    input.batch_sizes(&mut sizes);
+    let first = *sizes.first().ok_or(DataParallelError::NothingToSplit)?;
+    if sizes.iter().any(|&size| size != first) {
+        let mut distinct = Vec::new();
+        for size in sizes {
+            if !distinct.contains(&size) {
+                distinct.push(size);
+            }
+        }
+        return Err(DataParallelError::BatchSizeMismatch { sizes: distinct });
+    }
+    if first == 0 {
+        return Err(DataParallelError::EmptyBatch);
+    }
+    Ok(first)
+}
+
+/// Cuts `input` into the shards of `plan`, shard `i` on `devices[i]`.
+pub(crate) fn scatter<B: Backend, I: Scatter<B>>(
+    input: &I,
+    plan: &SplitPlan,
+    devices: &[B::Device],
+) -> Vec<I> {
+    plan.shards()
+        .iter()
+        .zip(devices)
+        .map(|(rows, device)| input.shard(rows.clone(), device))
+        .collect()
+}
+
+impl<B, const D: usize, K> Scatter<B> for Tensor<B, D, K>
+where
+    B: Backend,
+    K: BasicOps<B>,
+{
+    fn batch_sizes(&self, sizes: &mut Vec<usize>) {
+        sizes.push(self.dims()[0]);
+    }
+
+    fn shard(&self, rows: Range<usize>, device: &B::Device) -> Self {
+        let tensor = if rows.start == 0 && rows.end == self.dims()[0] {
+            self.clone()
+        } else {
+            self.clone().narrow(0, rows.start, rows.len())
+        };
+        if tensor.device() == *device {
+            tensor
+        } else {
+            tensor.to_device(device)
+        }
+    }
+}
+
+impl<B: Backend, T: Clone> Scatter<B> for Broadcast<T> {
+    fn batch_sizes(&self, _sizes: &mut Vec<usize>) {}
+
+    fn shard(&self, _rows: Range<usize>, _device: &B::Device) -> Self {
+        self.clone()
+    }
+}
+
+impl<B: Backend, T: Scatter<B>> Scatter<B> for Vec<T> {
+    fn batch_sizes(&self, sizes: &mut Vec<usize>) {
+        self.iter().for_each(|item| item.batch_sizes(sizes));
+    }
+
+    fn shard(&self, rows: Range<usize>, device: &B::Device) -> Self {
+        self.iter()
+            .map(|item| item.shard(rows.clone(), device))
+            .collect()
+    }
+}
+
+impl<B: Backend, T: Scatter<B>, const N: usize> Scatter<B> for [T; N] {
+    fn batch_sizes(&self, sizes: &mut Vec<usize>) {
+        self.iter().for_each(|item| item.batch_sizes(sizes));
+    }
+
+    fn shard(&self, rows: Range<usize>, device: &B::Device) -> Self {
+        core::array::from_fn(|index| self[index].shard(rows.clone(), device))
+    }
+}
+
+impl<B: Backend, T: Scatter<B>> Scatter<B> for Option<T> {
+    fn batch_sizes(&self, sizes: &mut Vec<usize>) {
+        if let Some(item) = self {
+            item.batch_sizes(sizes);
+        }
+    }
+
+    fn shard(&self, rows: Range<usize>, device: &B::Device) -> Self {
+        self.as_ref().map(|item| item.shard(rows, device))
+    }
+}
+
+macro_rules! scatter_tuple {
+    ($($name:ident $index:tt),+) => {
+        impl<B: Backend, $($name: Scatter<B>),+> Scatter<B> for ($($name,)+) {
+            fn batch_sizes(&self, sizes: &mut Vec<usize>) {
+                $(self.$index.batch_sizes(sizes);)+
+            }
+
+            fn shard(&self, rows: Range<usize>, device: &B::Device) -> Self {
+                ($(self.$index.shard(rows.clone(), device),)+)
+            }
+        }
+    };
+}
+
+scatter_tuple!(A 0);
+scatter_tuple!(A 0, C 1);
+scatter_tuple!(A 0, C 1, E 2);
+scatter_tuple!(A 0, C 1, E 2, F 3);
+scatter_tuple!(A 0, C 1, E 2, F 3, G 4);
+scatter_tuple!(A 0, C 1, E 2, F 3, G 4, H 5);

@@ -1,0 +1,5 @@
+//! Integration tests of burn-data-parallel, in one binary so that Burn is linked once.
+
+mod errors;
+mod keras_forward;
+mod records;

@@ -1,0 +1,259 @@
+//! Models, devices and comparisons shared by the integration tests of `burn-data-parallel`.
+//!
+//! Every check compares `DataParallel` with something independent of it: the bare model on one
+//! device, a hand-computed value, or a file read back.
+
+use burn::backend::flex::FlexDevice;
+use burn::backend::ndarray::NdArrayDevice;
+use burn::backend::{Autodiff, NdArray};
+use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{
+    BatchNorm, BatchNormConfig, Embedding, EmbeddingConfig, Linear, LinearConfig, Relu,
+};
+use burn::optim::GradientsParams;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use burn::{Dispatch, DispatchDevice};
+
+/// One backend, one kind of CPU device: repeated devices give more replicas.
+pub type NdAutodiff = Autodiff<NdArray>;
+/// One backend spanning two distinct CPU devices, Flex and NdArray.
+pub type DispatchAutodiff = Autodiff<Dispatch>;
+
+/// The Flex CPU device of the `Dispatch` backend.
+pub fn flex() -> DispatchDevice {
+    DispatchDevice::Flex(FlexDevice)
+}
+
+/// The NdArray CPU device of the `Dispatch` backend.
+pub fn ndarray() -> DispatchDevice {
+    DispatchDevice::NdArray(NdArrayDevice::Cpu)
+}
+
+/// `n` replicas on NdArray's one CPU device.
+pub fn nd_devices(n: usize) -> Vec<NdArrayDevice> {
+    vec![NdArrayDevice::Cpu; n]
+}
+
+/// `n` replicas alternating between the two distinct CPU devices of `Dispatch`, NdArray first.
+pub fn mixed_devices(n: usize) -> Vec<DispatchDevice> {
+    (0..n)
+        .map(|i| if i % 2 == 0 { ndarray() } else { flex() })
+        .collect()
+}
+
+/// Forces a module's lazy parameters to exist, so that its clones share the same weights.
+pub fn initialised<B: Backend, M: Module<B>>(module: M) -> M {
+    let _ = module.num_params();
+    module
+}
+
+/// Seeds the backend on `device` and draws a uniform tensor in `[-1, 1)`.
+pub fn random<B: Backend, const D: usize>(
+    shape: [usize; D],
+    seed: u64,
+    device: &B::Device,
+) -> Tensor<B, D> {
+    B::seed(device, seed);
+    Tensor::random(shape, Distribution::Uniform(-1.0, 1.0), device)
+}
+
+/// A two-layer perceptron.
+#[derive(Module, Debug)]
+pub struct Mlp<B: Backend> {
+    hidden: Linear<B>,
+    output: Linear<B>,
+    activation: Relu,
+}
+
+impl<B: Backend> Mlp<B> {
+    /// `inputs → 16 → outputs`.
+    pub fn new(inputs: usize, outputs: usize, device: &B::Device) -> Self {
+        Self {
+            hidden: LinearConfig::new(inputs, 16).init(device),
+            output: LinearConfig::new(16, outputs).init(device),
+            activation: Relu::new(),
+        }
+    }
+
+    /// `[n, inputs] → [n, outputs]`.
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.output
+            .forward(self.activation.forward(self.hidden.forward(x)))
+    }
+}
+
+/// A small convolutional network over `[n, 1, 6, 6]` images.
+#[derive(Module, Debug)]
+pub struct ConvNet<B: Backend> {
+    conv: Conv2d<B>,
+    output: Linear<B>,
+    activation: Relu,
+}
+
+impl<B: Backend> ConvNet<B> {
+    /// Four 3×3 filters, then a linear layer to `outputs`.
+    pub fn new(outputs: usize, device: &B::Device) -> Self {
+        Self {
+            conv: Conv2dConfig::new([1, 4], [3, 3]).init(device),
+            output: LinearConfig::new(4 * 4 * 4, outputs).init(device),
+            activation: Relu::new(),
+        }
+    }
+
+    /// `[n, 1, 6, 6] → [n, outputs]`.
+    pub fn forward(&self, images: Tensor<B, 4>) -> Tensor<B, 2> {
+        let features = self.activation.forward(self.conv.forward(images));
+        self.output.forward(features.flatten(1, 3))
+    }
+}
+
+/// A model with two inputs: token ids into an embedding, and dense features.
+#[derive(Module, Debug)]
+pub struct TwoInputs<B: Backend> {
+    embedding: Embedding<B>,
+    output: Linear<B>,
+}
+
+impl<B: Backend> TwoInputs<B> {
+    /// A vocabulary of 10 tokens embedded in 4 dimensions, plus `features` dense inputs.
+    pub fn new(features: usize, device: &B::Device) -> Self {
+        Self {
+            embedding: EmbeddingConfig::new(10, 4).init(device),
+            output: LinearConfig::new(4 + features, 3).init(device),
+        }
+    }
+
+    /// `([n, seq] ids, [n, features]) → [n, 3]`: mean embedding joined to the features.
+    pub fn forward(&self, ids: Tensor<B, 2, Int>, features: Tensor<B, 2>) -> Tensor<B, 2> {
+        let embedded = self.embedding.forward(ids).mean_dim(1).squeeze_dim::<2>(1);
+        self.output
+            .forward(Tensor::cat(vec![embedded, features], 1))
+    }
+}
+
+/// A model with two outputs from one shared trunk.
+#[derive(Module, Debug)]
+pub struct TwoOutputs<B: Backend> {
+    trunk: Linear<B>,
+    first: Linear<B>,
+    second: Linear<B>,
+}
+
+impl<B: Backend> TwoOutputs<B> {
+    /// `inputs → 8`, then heads of 2 and 3 outputs.
+    pub fn new(inputs: usize, device: &B::Device) -> Self {
+        Self {
+            trunk: LinearConfig::new(inputs, 8).init(device),
+            first: LinearConfig::new(8, 2).init(device),
+            second: LinearConfig::new(8, 3).init(device),
+        }
+    }
+
+    /// `[n, inputs] → ([n, 2], [n, 3])`.
+    pub fn forward(&self, x: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 2>) {
+        let trunk = burn::tensor::activation::relu(self.trunk.forward(x));
+        (
+            self.first.forward(trunk.clone()),
+            self.second.forward(trunk),
+        )
+    }
+}
+
+/// A linear layer followed by batch normalisation, whose running statistics change in forward.
+#[derive(Module, Debug)]
+pub struct Normalised<B: Backend> {
+    /// The linear layer.
+    pub linear: Linear<B>,
+    /// The batch normalisation over the linear layer's outputs.
+    pub norm: BatchNorm<B>,
+}
+
+impl<B: Backend> Normalised<B> {
+    /// `inputs → channels`, then BatchNorm over `channels`.
+    pub fn new(inputs: usize, channels: usize, device: &B::Device) -> Self {
+        Self {
+            linear: LinearConfig::new(inputs, channels).init(device),
+            norm: BatchNormConfig::new(channels).init(device),
+        }
+    }
+
+    /// `[n, inputs] → [n, channels]`.
+    pub fn forward(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.norm.forward(self.linear.forward(x))
+    }
+}
+
+/// Every float tensor of a module, by parameter id, in visiting order, as `f32` data.
+pub fn float_params<B: Backend, M: Module<B>>(module: &M) -> Vec<(ParamId, TensorData)> {
+    struct Collect(Vec<(ParamId, TensorData)>);
+    impl<B: Backend> ModuleVisitor<B> for Collect {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            self.0.push((param.id, param.val().into_data()));
+        }
+    }
+    let mut collect = Collect(Vec::new());
+    module.visit(&mut collect);
+    collect.0
+}
+
+/// The gradient of every float parameter of `module` in `grads`, in visiting order.
+pub fn gradients<B: AutodiffBackend, M: Module<B>>(
+    module: &M,
+    grads: &GradientsParams,
+) -> Vec<(ParamId, Option<TensorData>)> {
+    struct Collect<'a>(&'a GradientsParams, Vec<(ParamId, Option<TensorData>)>);
+    impl<B: AutodiffBackend> ModuleVisitor<B> for Collect<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+            let grad = self.0.get::<B::InnerBackend, D>(param.id);
+            self.1.push((param.id, grad.map(Tensor::into_data)));
+        }
+    }
+    let mut collect = Collect(grads, Vec::new());
+    module.visit(&mut collect);
+    collect.1
+}
+
+/// The largest absolute difference between `actual` and `expected`, relative to the largest
+/// magnitude in `expected`.
+pub fn relative_error(actual: &TensorData, expected: &TensorData) -> f32 {
+    assert_eq!(actual.shape, expected.shape, "shapes differ");
+    let actual = actual.to_vec::<f32>().expect("float data");
+    let expected = expected.to_vec::<f32>().expect("float data");
+    let scale = expected
+        .iter()
+        .fold(0f32, |m, v| m.max(v.abs()))
+        .max(f32::MIN_POSITIVE);
+    let diff = actual
+        .iter()
+        .zip(&expected)
+        .fold(0f32, |m, (a, e)| m.max((a - e).abs()));
+    diff / scale
+}
+
+/// Asserts that two tensors agree within `tolerance` relative to the magnitude of `expected`.
+#[track_caller]
+pub fn assert_close(actual: &TensorData, expected: &TensorData, tolerance: f32, what: &str) {
+    let error = relative_error(actual, expected);
+    assert!(
+        error <= tolerance,
+        "{what}: relative error {error:e} above {tolerance:e}\n actual: {actual:?}\n expected: {expected:?}"
+    );
+}
+
+/// Asserts that two modules hold the same float tensors, id for id, within `tolerance`.
+#[track_caller]
+pub fn assert_same_params<B: Backend, M1: Module<B>, M2: Module<B>>(
+    actual: &M1,
+    expected: &M2,
+    tolerance: f32,
+) {
+    let actual = float_params(actual);
+    let expected = float_params(expected);
+    assert_eq!(actual.len(), expected.len(), "parameter counts differ");
+    for ((id_a, a), (id_e, e)) in actual.iter().zip(&expected) {
+        assert_eq!(id_a, id_e, "parameter ids differ");
+        assert_close(a, e, tolerance, &format!("parameter {id_a}"));
+    }
+}
