@@ -2,4 +2,5 @@
 
 mod errors;
 mod keras_forward;
+mod learner;
 mod records;

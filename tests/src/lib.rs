@@ -3,6 +3,8 @@
 //! Every check compares `DataParallel` with something independent of it: the bare model on one
 //! device, a hand-computed value, or a file read back.
 
+pub mod learner;
+
 use burn::backend::flex::FlexDevice;
 use burn::backend::ndarray::NdArrayDevice;
 use burn::backend::{Autodiff, NdArray};

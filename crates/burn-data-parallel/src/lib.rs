@@ -48,12 +48,16 @@ mod data_parallel;
 mod device;
 mod error;
 mod gather;
+#[cfg(feature = "train")]
+mod learner;
 mod module;
 mod reduce;
 mod replica;
 mod scatter;
 mod split;
 mod state;
+#[cfg(feature = "train")]
+mod train_outputs;
 
 pub use data_parallel::DataParallel;
 pub use device::check_devices;
