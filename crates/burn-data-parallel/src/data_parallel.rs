@@ -6,6 +6,7 @@ use burn::tensor::backend::Backend;
 use crate::device::{check_devices, template_device};
 use crate::error::Result;
 use crate::gather::{Gather, GatherContext};
+use crate::graph::join_graphs;
 use crate::reduce::Reduction;
 use crate::replica::{Job, run_replicas};
 use crate::scatter::{Scatter, batch_size, scatter};
@@ -187,6 +188,7 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
         let jobs = self.jobs(&plan, &input, |template, device| {
             template.clone().to_device(device)
         });
+        join_graphs(&jobs, &self.host);
         let outputs = run_replicas(jobs, &forward);
         settle_shared_state(&self.template, &self.host);
         let outputs = match outputs {

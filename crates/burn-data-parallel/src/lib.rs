@@ -48,6 +48,7 @@ mod data_parallel;
 mod device;
 mod error;
 mod gather;
+mod graph;
 #[cfg(feature = "train")]
 mod learner;
 mod module;

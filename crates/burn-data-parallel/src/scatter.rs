@@ -1,5 +1,6 @@
 //! [`Scatter`]: what can be cut along the batch dimension and sent to the replicas.
 
+use core::any::Any;
 use core::ops::Range;
 
 use burn::tensor::{BasicOps, Tensor, backend::Backend};
@@ -41,6 +42,17 @@ pub trait Scatter<B: Backend>: Sized {
 
     /// The given `rows` of every part that is split, moved to `device`; other parts cloned.
     fn shard(&self, rows: Range<usize>, device: &B::Device) -> Self;
+
+    /// Calls `visit` with every float tensor of the value (split or not), flattened to one
+    /// dimension.
+    ///
+    /// [`DataParallel::forward`](crate::DataParallel::forward) uses it to put every tensor a
+    /// replica's thread reads into one autodiff graph before the threads start (see
+    /// `docs/design.md`). The default visits nothing, which is right for values without float
+    /// tensors.
+    fn visit_floats(&self, visit: &mut dyn FnMut(Tensor<B, 1>)) {
+        let _ = visit;
+    }
 }
 
 /// A value without a batch dimension, given unchanged to every replica.
@@ -93,7 +105,7 @@ pub(crate) fn scatter<B: Backend, I: Scatter<B>>(
 impl<B, const D: usize, K> Scatter<B> for Tensor<B, D, K>
 where
     B: Backend,
-    K: BasicOps<B>,
+    K: BasicOps<B> + 'static,
 {
     fn batch_sizes(&self, sizes: &mut Vec<usize>) {
         sizes.push(self.dims()[0]);
@@ -111,6 +123,15 @@ where
             tensor.to_device(device)
         }
     }
+
+    fn visit_floats(&self, visit: &mut dyn FnMut(Tensor<B, 1>)) {
+        // Only float tensors can be tracked by autodiff; `K` is known only at run time here.
+        let tensor: &dyn Any = self;
+        if let Some(tensor) = tensor.downcast_ref::<Tensor<B, D>>() {
+            let len = tensor.shape().num_elements();
+            visit(tensor.clone().reshape([len]));
+        }
+    }
 }
 
 impl<B: Backend, T: Clone> Scatter<B> for Broadcast<T> {
@@ -126,6 +147,10 @@ impl<B: Backend, T: Scatter<B>> Scatter<B> for Vec<T> {
         self.iter().for_each(|item| item.batch_sizes(sizes));
     }
 
+    fn visit_floats(&self, visit: &mut dyn FnMut(Tensor<B, 1>)) {
+        self.iter().for_each(|item| item.visit_floats(visit));
+    }
+
     fn shard(&self, rows: Range<usize>, device: &B::Device) -> Self {
         self.iter()
             .map(|item| item.shard(rows.clone(), device))
@@ -136,6 +161,10 @@ impl<B: Backend, T: Scatter<B>> Scatter<B> for Vec<T> {
 impl<B: Backend, T: Scatter<B>, const N: usize> Scatter<B> for [T; N] {
     fn batch_sizes(&self, sizes: &mut Vec<usize>) {
         self.iter().for_each(|item| item.batch_sizes(sizes));
+    }
+
+    fn visit_floats(&self, visit: &mut dyn FnMut(Tensor<B, 1>)) {
+        self.iter().for_each(|item| item.visit_floats(visit));
     }
 
     fn shard(&self, rows: Range<usize>, device: &B::Device) -> Self {
@@ -153,6 +182,12 @@ impl<B: Backend, T: Scatter<B>> Scatter<B> for Option<T> {
     fn shard(&self, rows: Range<usize>, device: &B::Device) -> Self {
         self.as_ref().map(|item| item.shard(rows, device))
     }
+
+    fn visit_floats(&self, visit: &mut dyn FnMut(Tensor<B, 1>)) {
+        if let Some(item) = self {
+            item.visit_floats(visit);
+        }
+    }
 }
 
 macro_rules! scatter_tuple {
@@ -164,6 +199,10 @@ macro_rules! scatter_tuple {
 
             fn shard(&self, rows: Range<usize>, device: &B::Device) -> Self {
                 ($(self.$index.shard(rows.clone(), device),)+)
+            }
+
+            fn visit_floats(&self, visit: &mut dyn FnMut(Tensor<B, 1>)) {
+                $(self.$index.visit_floats(visit);)+
             }
         }
     };
