@@ -1,0 +1,124 @@
+//! Command-line options of the digits job.
+
+use std::path::PathBuf;
+
+/// Which devices the replicas and the template use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendChoice {
+    /// NdArray's CPU device, repeated once per replica; the template on it too.
+    NdArray,
+    /// Flex's CPU device, repeated once per replica; the template on it too.
+    Flex,
+    /// Replicas alternating between the NdArray and Flex CPU devices; the template on Flex.
+    Mixed,
+    /// Replicas on CUDA devices 0..n; the template on the Flex CPU device (feature `cuda`).
+    Cuda,
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Devices to use.
+    pub backend: BackendChoice,
+    /// Number of replicas.
+    pub replicas: usize,
+    /// Training epochs.
+    pub epochs: usize,
+    /// Global batch size, split across the replicas.
+    pub batch_size: usize,
+    /// Adam's learning rate.
+    pub learning_rate: f64,
+    /// Seed of the weights and of the data order.
+    pub seed: u64,
+    /// Also train the bare model on the host, for the comparison table.
+    pub bare: bool,
+    /// Where checkpoints, logs and the saved model go.
+    pub artifacts: PathBuf,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            backend: BackendChoice::Flex,
+            replicas: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            epochs: 8,
+            batch_size: 64,
+            learning_rate: 2e-3,
+            seed: 42,
+            bare: true,
+            artifacts: PathBuf::from("artifacts/digits"),
+        }
+    }
+}
+
+/// The usage text.
+pub const USAGE: &str = "\
+Train a small convolutional network on the handwritten digits with DataParallel.
+
+Usage: cargo run --release -p digits -- [options]
+
+Options:
+  --backend <flex|ndarray|mixed|cuda>  replica devices (default flex: Flex's CPU device, repeated;
+                                       ndarray: NdArray's; mixed: NdArray and Flex alternating;
+                                       cuda: the first N GPUs with the template on the CPU, needs
+                                       --features cuda)
+  --replicas <N>                       number of replicas (default: the number of CPU cores)
+  --epochs <N>                         training epochs (default 8)
+  --batch-size <N>                     global batch size (default 64)
+  --lr <F>                             Adam learning rate (default 0.002)
+  --seed <N>                           seed of the weights and the data order (default 42)
+  --no-bare                            skip training the bare model for comparison
+  --artifacts <DIR>                    output directory (default artifacts/digits)
+  -h, --help                           print this text";
+
+impl Options {
+    /// Parses `args` (without the program name). `Ok(None)` means help was asked for.
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Self>, String> {
+        let mut options = Self::default();
+        let mut args = args.into_iter();
+        while let Some(flag) = args.next() {
+            let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+            match flag.as_str() {
+                "-h" | "--help" => return Ok(None),
+                "--backend" => {
+                    options.backend = match value()?.as_str() {
+                        "ndarray" => BackendChoice::NdArray,
+                        "flex" => BackendChoice::Flex,
+                        "mixed" => BackendChoice::Mixed,
+                        "cuda" => BackendChoice::Cuda,
+                        other => {
+                            return Err(format!(
+                                "unknown backend {other:?}: use ndarray, flex, mixed or cuda"
+                            ));
+                        }
+                    }
+                }
+                "--replicas" => options.replicas = number(&flag, &value()?)?,
+                "--epochs" => options.epochs = number(&flag, &value()?)?,
+                "--batch-size" => options.batch_size = number(&flag, &value()?)?,
+                "--seed" => options.seed = number(&flag, &value()?)?,
+                "--lr" => {
+                    options.learning_rate = value()?
+                        .parse()
+                        .map_err(|e| format!("--lr needs a number: {e}"))?
+                }
+                "--no-bare" => options.bare = false,
+                "--artifacts" => options.artifacts = PathBuf::from(value()?),
+                other => return Err(format!("unknown option {other:?}\n\n{USAGE}")),
+            }
+        }
+        if options.replicas == 0 || options.epochs == 0 || options.batch_size == 0 {
+            return Err("--replicas, --epochs and --batch-size must be at least 1".to_string());
+        }
+        Ok(Some(options))
+    }
+}
+
+fn number<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    value
+        .parse()
+        .map_err(|e| format!("{flag} needs a whole number, got {value:?}: {e}"))
+}

@@ -1,0 +1,250 @@
+//! The job: train with `DataParallel` through Burn's `Learner`, train the bare model the same
+//! way for comparison, evaluate on the held-out test split, save and reload the template.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use burn::backend::Autodiff;
+use burn::backend::flex::FlexDevice;
+use burn::backend::ndarray::NdArrayDevice;
+use burn::data::dataloader::DataLoaderBuilder;
+use burn::module::{AutodiffModule, Module};
+use burn::optim::AdamConfig;
+use burn::record::{CompactRecorder, FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::tensor::backend::Backend;
+use burn::tensor::{Int, Tensor};
+use burn::train::metric::{AccuracyMetric, LossMetric};
+use burn::train::{ClassificationOutput, InferenceStep, Learner, SupervisedTraining, TrainStep};
+use burn::{Dispatch, DispatchDevice};
+use burn_data_parallel::DataParallel;
+
+use crate::data::{self, DigitItem, DigitsBatcher, DigitsDataset};
+use crate::model::DigitsNet;
+use crate::options::{BackendChoice, Options};
+
+/// The training backend: one type spanning every CPU device (and CUDA with feature `cuda`).
+pub type Train = Autodiff<Dispatch>;
+/// The inference backend.
+pub type Infer = Dispatch;
+
+/// The data file, inside this example's folder.
+pub fn data_path() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("data")
+        .join("digits.csv.gz")
+}
+
+/// The host (where the template lives) and the replicas' devices.
+pub fn devices(options: &Options) -> Result<(DispatchDevice, Vec<DispatchDevice>), String> {
+    let nd = DispatchDevice::NdArray(NdArrayDevice::Cpu);
+    let flex = DispatchDevice::Flex(FlexDevice);
+    let n = options.replicas;
+    Ok(match options.backend {
+        BackendChoice::NdArray => (nd.clone(), vec![nd; n]),
+        BackendChoice::Flex => (flex.clone(), vec![flex; n]),
+        BackendChoice::Mixed => {
+            let devices = (0..n).map(|i| if i % 2 == 0 { nd.clone() } else { flex.clone() });
+            (flex.clone(), devices.collect())
+        }
+        #[cfg(feature = "cuda")]
+        BackendChoice::Cuda => {
+            let gpus =
+                (0..n).map(|i| DispatchDevice::Cuda(burn::backend::cuda::CudaDevice::new(i)));
+            (flex, gpus.collect())
+        }
+        #[cfg(not(feature = "cuda"))]
+        BackendChoice::Cuda => {
+            return Err("--backend cuda needs the cuda feature: \
+                        cargo run --release -p digits --features cuda -- --backend cuda"
+                .to_string());
+        }
+    })
+}
+
+/// One training run's figures.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// What ran.
+    pub name: String,
+    /// Replica count (1 for the bare model).
+    pub replicas: usize,
+    /// Wall time of the `Learner` run (training and per-epoch validation).
+    pub wall: Duration,
+    /// Samples processed per second over that run.
+    pub samples_per_second: f64,
+    /// Accuracy on the held-out test split.
+    pub test_accuracy: f64,
+}
+
+/// Runs the whole job and returns the data-parallel run's report and, when asked for, the
+/// bare model's.
+pub fn run(options: &Options) -> Result<(RunReport, Option<RunReport>), String> {
+    let items = data::load(&data_path())?;
+    let (train_items, test_items) = data::split(items, 0.2, options.seed);
+    let (host, replica_devices) = devices(options)?;
+    println!(
+        "digits: {} training and {} test images; template on {host:?}; replicas on {replica_devices:?}",
+        train_items.len(),
+        test_items.len()
+    );
+
+    Train::seed(&host, options.seed);
+    let model = DigitsNet::<Train>::new(&host);
+    let params = model.num_params(); // also creates the lazy weights, so the copy below is equal
+    let bare = DigitsNet::<Train>::from_inner(model.valid());
+    println!("model: {params} parameters");
+
+    let dp = DataParallel::new(model, replica_devices).map_err(|e| e.to_string())?;
+    let (trained, dp_report) = train(
+        dp,
+        "DataParallel",
+        options.replicas,
+        &host,
+        options,
+        &train_items,
+        &test_items,
+    )?;
+
+    let bare_report = if options.bare {
+        let (_, report) = train(
+            bare,
+            "bare model",
+            1,
+            &host,
+            options,
+            &train_items,
+            &test_items,
+        )?;
+        Some(report)
+    } else {
+        None
+    };
+
+    check_saved_template(trained.into_inner(), &host, &options.artifacts, &test_items)?;
+    Ok((dp_report, bare_report))
+}
+
+/// Trains `model` with the `Learner` (Adam, accuracy and loss, compact checkpoints) and
+/// evaluates it on the test split.
+fn train<M>(
+    model: M,
+    name: &str,
+    replicas: usize,
+    host: &DispatchDevice,
+    options: &Options,
+    train_items: &[DigitItem],
+    test_items: &[DigitItem],
+) -> Result<(M::InnerModule, RunReport), String>
+where
+    M: TrainStep<Input = data::DigitsBatch<Train>, Output = ClassificationOutput<Train>>
+        + AutodiffModule<Train>
+        + core::fmt::Display
+        + 'static,
+    M::InnerModule:
+        InferenceStep<Input = data::DigitsBatch<Infer>, Output = ClassificationOutput<Infer>>,
+{
+    let train_loader = DataLoaderBuilder::<Train, _, _>::new(DigitsBatcher)
+        .batch_size(options.batch_size)
+        .shuffle(options.seed)
+        .build(DigitsDataset(train_items.to_vec()));
+    let test_loader = DataLoaderBuilder::<Infer, _, _>::new(DigitsBatcher)
+        .batch_size(options.batch_size)
+        .build(DigitsDataset(test_items.to_vec()));
+    let dir = options
+        .artifacts
+        .join(name.replace(' ', "-").to_lowercase());
+    // The Learner appends to the logs it finds: start each run from an empty folder.
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
+    }
+
+    println!("\ntraining the {name} for {} epochs ...", options.epochs);
+    let start = Instant::now();
+    let result = SupervisedTraining::new(&dir, train_loader, test_loader)
+        .metrics((AccuracyMetric::new(), LossMetric::new()))
+        .with_file_checkpointer(CompactRecorder::new())
+        .num_epochs(options.epochs)
+        .summary()
+        .launch(Learner::new(
+            model,
+            AdamConfig::new().init(),
+            options.learning_rate,
+        ));
+    let wall = start.elapsed();
+
+    let processed = options.epochs * (train_items.len() + test_items.len());
+    let trained = result.model;
+    let (test_accuracy, _) = evaluate(&trained, host, test_items);
+    let report = RunReport {
+        name: name.to_string(),
+        replicas,
+        wall,
+        samples_per_second: processed as f64 / wall.as_secs_f64(),
+        test_accuracy,
+    };
+    println!(
+        "{name}: test accuracy {:.2}%, {:.0} samples/s",
+        100.0 * report.test_accuracy,
+        report.samples_per_second
+    );
+    Ok((trained, report))
+}
+
+/// Accuracy over `items` and the logits, in item order.
+pub fn evaluate<M>(model: &M, host: &DispatchDevice, items: &[DigitItem]) -> (f64, Tensor<Infer, 2>)
+where
+    M: InferenceStep<Input = data::DigitsBatch<Infer>, Output = ClassificationOutput<Infer>>,
+{
+    let batch = burn::data::dataloader::batcher::Batcher::<Infer, _, _>::batch(
+        &DigitsBatcher,
+        items.to_vec(),
+        host,
+    );
+    let output = model.step(batch);
+    let logits = output.output.to_device(host);
+    let predicted: Tensor<Infer, 1, Int> = logits.clone().argmax(1).squeeze_dim(1);
+    let targets = output.targets.to_device(host);
+    let correct = predicted.equal(targets).int().sum().into_scalar();
+    (correct as f64 / items.len() as f64, logits)
+}
+
+/// Saves the template with a Burn recorder, loads the file into a fresh bare model, and
+/// checks that it predicts exactly what the template does.
+fn check_saved_template(
+    template: DigitsNet<Infer>,
+    host: &DispatchDevice,
+    artifacts: &Path,
+    test_items: &[DigitItem],
+) -> Result<(), String> {
+    let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+    let path = artifacts.join("digits-model");
+    template
+        .clone()
+        .save_file(&path, &recorder)
+        .map_err(|e| format!("cannot save the template: {e}"))?;
+    let reloaded = DigitsNet::<Infer>::new(host)
+        .load_file(&path, &recorder, host)
+        .map_err(|e| format!("cannot load {}: {e}", path.display()))?;
+
+    let (accuracy, expected) = evaluate(&template, host, test_items);
+    let (reloaded_accuracy, actual) = evaluate(&reloaded, host, test_items);
+    let same = actual.into_data() == expected.into_data();
+    println!(
+        "\nsaved the template to {}.mpk; a bare DigitsNet loaded from it predicts {} \
+         (test accuracy {:.2}% and {:.2}%)",
+        path.display(),
+        if same {
+            "exactly the same logits"
+        } else {
+            "DIFFERENT logits"
+        },
+        100.0 * reloaded_accuracy,
+        100.0 * accuracy
+    );
+    if same {
+        Ok(())
+    } else {
+        Err("the reloaded model does not predict what the template predicts".to_string())
+    }
+}
