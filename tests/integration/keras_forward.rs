@@ -11,11 +11,6 @@ use burn_data_parallel_tests::*;
 
 const TOLERANCE: f32 = 1e-5;
 
-/// A copy of `model` with its own autodiff leaves (same ids, same values).
-fn bare_copy<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M) -> M {
-    M::from_inner(model.valid())
-}
-
 /// Runs `run` through `DataParallel` over `devices` and on the bare model, then compares the
 /// outputs and the gradients of `loss`.
 fn check_against_bare<B, M, I, O>(

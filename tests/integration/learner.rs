@@ -25,10 +25,6 @@ fn scratch_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn bare_copy<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M) -> M {
-    M::from_inner(model.valid())
-}
-
 fn class_batch<B: Backend>(size: usize, device: &B::Device) -> ClassBatch<B> {
     ClassBatcher.batch(class_items(size, 5, 3), device)
 }
@@ -406,9 +402,9 @@ fn train_step_panics_with_the_replica_and_device() {
     let dp = DataParallel::new(Mlp::<DispatchAutodiff>::new(5, 3, &host), mixed_devices(2))
         .expect("valid");
     // Labels out of range for 3 classes make the cross-entropy fail on every replica.
-    let (x, _) = class_batch::<DispatchAutodiff>(4, &host);
-    let labels = Tensor::from_data(TensorData::new(vec![7i64; 4], [4]), &host);
-    let _ = TrainStep::step(&dp, (x, labels));
+    let batch = class_batch::<DispatchAutodiff>(4, &host);
+    let targets = Tensor::from_data(TensorData::new(vec![7i64; 4], [4]), &host);
+    let _ = TrainStep::step(&dp, ClassBatch { targets, ..batch });
 }
 
 #[test]

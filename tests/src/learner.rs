@@ -22,16 +22,26 @@ use burn::train::{
     ClassificationOutput, InferenceStep, Learner, RegressionOutput, SupervisedTraining,
     TrainOutput, TrainStep,
 };
+use burn_data_parallel::Scatter;
 
 use crate::{Mlp, Normalised};
 
-/// A classification batch: features `[n, inputs]` and class labels `[n]`.
-pub type ClassBatch<B> = (Tensor<B, 2>, Tensor<B, 1, Int>);
+/// A classification batch, split across replicas through the derive.
+#[derive(Debug, Clone, Scatter)]
+pub struct ClassBatch<B: Backend> {
+    /// Features `[n, inputs]`.
+    pub features: Tensor<B, 2>,
+    /// Class labels `[n]`.
+    pub targets: Tensor<B, 1, Int>,
+}
 
 impl<B: Backend> Mlp<B> {
     /// Logits, mean cross-entropy loss and targets for a batch.
-    pub fn classify(&self, (x, targets): ClassBatch<B>) -> ClassificationOutput<B> {
-        let logits = self.forward(x);
+    pub fn classify(
+        &self,
+        ClassBatch { features, targets }: ClassBatch<B>,
+    ) -> ClassificationOutput<B> {
+        let logits = self.forward(features);
         let loss = CrossEntropyLossConfig::new()
             .init(&logits.device())
             .forward(logits.clone(), targets.clone());
@@ -120,10 +130,10 @@ impl<B: Backend> Batcher<B, ClassItem, ClassBatch<B>> for ClassBatcher {
         let inputs = items.first().map_or(0, |(features, _)| features.len());
         let features: Vec<f32> = items.iter().flat_map(|(f, _)| f.iter().copied()).collect();
         let labels: Vec<i64> = items.iter().map(|(_, label)| *label).collect();
-        (
-            Tensor::from_data(TensorData::new(features, [items.len(), inputs]), device),
-            Tensor::from_data(TensorData::new(labels, [items.len()]), device),
-        )
+        ClassBatch {
+            features: Tensor::from_data(TensorData::new(features, [items.len(), inputs]), device),
+            targets: Tensor::from_data(TensorData::new(labels, [items.len()]), device),
+        }
     }
 }
 

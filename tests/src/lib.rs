@@ -8,7 +8,7 @@ pub mod learner;
 use burn::backend::flex::FlexDevice;
 use burn::backend::ndarray::NdArrayDevice;
 use burn::backend::{Autodiff, NdArray};
-use burn::module::{Module, ModuleVisitor, Param, ParamId};
+use burn::module::{AutodiffModule, Module, ModuleVisitor, Param, ParamId};
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{
     BatchNorm, BatchNormConfig, Embedding, EmbeddingConfig, Linear, LinearConfig, Relu,
@@ -49,6 +49,12 @@ pub fn mixed_devices(n: usize) -> Vec<DispatchDevice> {
 pub fn initialised<B: Backend, M: Module<B>>(module: M) -> M {
     let _ = module.num_params();
     module
+}
+
+/// A copy of `model` with its own autodiff leaves and running state: same ids, same values.
+/// Clones would share running state (BatchNorm) and leaves with the original.
+pub fn bare_copy<B: AutodiffBackend, M: AutodiffModule<B>>(model: &M) -> M {
+    M::from_inner(model.valid())
 }
 
 /// Seeds the backend on `device` and draws a uniform tensor in `[-1, 1)`.

@@ -5,6 +5,7 @@ use burn::tensor::{BasicOps, Tensor, backend::Backend};
 use crate::error::{DataParallelError, Result};
 use crate::reduce::Reduction;
 use crate::split::SplitPlan;
+use crate::transfer::move_to;
 
 /// A value that can be merged from the replicas' outputs into one, on the host device.
 ///
@@ -79,15 +80,11 @@ impl<'a, B: Backend> GatherContext<'a, B> {
     }
 
     /// Moves `tensor` to the host (a no-op when it is there already).
-    pub fn to_host<const D: usize, K: BasicOps<B>>(
+    pub fn to_host<const D: usize, K: BasicOps<B> + 'static>(
         &self,
         tensor: Tensor<B, D, K>,
     ) -> Tensor<B, D, K> {
-        if tensor.device() == *self.host {
-            tensor
-        } else {
-            tensor.to_device(self.host)
-        }
+        move_to(tensor, self.host)
     }
 
     /// Concatenates `parts` along dim 0 on the host, in device order.
@@ -95,7 +92,7 @@ impl<'a, B: Backend> GatherContext<'a, B> {
     /// # Errors
     ///
     /// [`DataParallelError::Gather`] when `parts` is empty.
-    pub fn cat<const D: usize, K: BasicOps<B>>(
+    pub fn cat<const D: usize, K: BasicOps<B> + 'static>(
         &self,
         parts: Vec<Tensor<B, D, K>>,
     ) -> Result<Tensor<B, D, K>> {
@@ -172,7 +169,7 @@ pub struct Mean<T>(pub T);
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Sum<T>(pub T);
 
-impl<B: Backend, const D: usize, K: BasicOps<B>> Gather<B> for Tensor<B, D, K> {
+impl<B: Backend, const D: usize, K: BasicOps<B> + 'static> Gather<B> for Tensor<B, D, K> {
     fn gather(parts: Vec<Self>, context: &GatherContext<'_, B>) -> Result<Self> {
         context.cat(parts)
     }

@@ -12,7 +12,7 @@ use burn::train::{InferenceStep, TrainOutput, TrainStep};
 use crate::data_parallel::DataParallel;
 use crate::error::Result;
 use crate::gather::Gather;
-use crate::reduce::reduce_gradients;
+use crate::gradients::reduce_gradients;
 use crate::replica::run_replicas;
 use crate::scatter::Scatter;
 use crate::state::{collect_state, write_state};

@@ -39,7 +39,9 @@
 //!
 //! - [`DataParallel`]: the wrapper, with the Keras-style [`forward`](DataParallel::forward).
 //! - [`Scatter`] and [`Gather`]: what crosses the split, for tensors, tuples, `Vec`, `Option`
-//!   and arrays; [`Broadcast`], [`Mean`] and [`Sum`] for values without a batch dimension.
+//!   and arrays; [`Broadcast`], [`Mean`] and [`Sum`] for values without a batch dimension;
+//!   `#[derive(Scatter, Gather)]` for structs, with `#[scatter(broadcast | skip)]` and
+//!   `#[gather(mean | sum | first | skip)]` on fields.
 //! - [`SplitPlan`]: which rows go to which replica.
 //! - [`Reduction`]: how the inner model's loss is reduced, which decides gradient weights.
 #![deny(missing_docs)]
@@ -48,6 +50,8 @@ mod data_parallel;
 mod device;
 mod error;
 mod gather;
+#[cfg(feature = "train")]
+mod gradients;
 mod graph;
 #[cfg(feature = "train")]
 mod learner;
@@ -59,7 +63,13 @@ mod split;
 mod state;
 #[cfg(feature = "train")]
 mod train_outputs;
+mod transfer;
 
+#[doc(hidden)]
+#[path = "private.rs"]
+pub mod __private;
+
+pub use burn_data_parallel_derive::{Gather, Scatter};
 pub use data_parallel::DataParallel;
 pub use device::check_devices;
 pub use error::{DataParallelError, Result};

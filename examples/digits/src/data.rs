@@ -100,27 +100,14 @@ impl Dataset<DigitItem> for DigitsDataset {
     }
 }
 
-/// A batch of images `[n, 1, 8, 8]` and their labels `[n]`.
-#[derive(Debug, Clone)]
+/// A batch of images `[n, 1, 8, 8]` and their labels `[n]`. `DataParallel` splits it through
+/// the derived `Scatter`.
+#[derive(Debug, Clone, Scatter)]
 pub struct DigitsBatch<B: Backend> {
     /// The images.
     pub images: Tensor<B, 4>,
     /// The labels.
     pub targets: Tensor<B, 1, Int>,
-}
-
-impl<B: Backend> Scatter<B> for DigitsBatch<B> {
-    fn batch_sizes(&self, sizes: &mut Vec<usize>) {
-        self.images.batch_sizes(sizes);
-        self.targets.batch_sizes(sizes);
-    }
-
-    fn shard(&self, rows: core::ops::Range<usize>, device: &B::Device) -> Self {
-        Self {
-            images: self.images.shard(rows.clone(), device),
-            targets: self.targets.shard(rows, device),
-        }
-    }
 }
 
 /// Stacks items into a [`DigitsBatch`].

@@ -1,0 +1,77 @@
+//! Field attributes: `#[scatter(broadcast | skip)]` and `#[gather(mean | sum | first | skip)]`.
+
+use syn::{Attribute, Ident};
+
+use crate::ast::Trait;
+
+/// What to do with one field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rule {
+    /// Split it (Scatter) or merge it (Gather) with its own implementation.
+    Each,
+    /// Scatter: clone it to every replica.
+    Broadcast,
+    /// Gather: the shard-weighted mean.
+    Mean,
+    /// Gather: the sum.
+    Sum,
+    /// Gather: the first replica's value.
+    First,
+    /// Neither split nor merged: `Default::default()`.
+    Skip,
+}
+
+/// The rule that `attrs` give a field, for the trait being derived. Attributes of the other
+/// trait are left to its derive.
+pub(crate) fn rule(attrs: &[Attribute], derive: Trait) -> syn::Result<Rule> {
+    let mut found: Option<(Rule, Ident)> = None;
+    for attr in attrs {
+        if !attr.path().is_ident(derive.attribute()) {
+            continue;
+        }
+        attr.parse_nested_meta(|meta| {
+            let ident = meta
+                .path
+                .get_ident()
+                .cloned()
+                .ok_or_else(|| meta.error(expected(derive)))?;
+            let rule = parse_rule(&ident, derive).ok_or_else(|| {
+                syn::Error::new_spanned(
+                    &ident,
+                    format!("unknown `{}` attribute `{ident}`: {}", derive.attribute(), expected(derive)),
+                )
+            })?;
+            if let Some((_, first)) = &found {
+                return Err(syn::Error::new_spanned(
+                    &ident,
+                    format!(
+                        "`{ident}` conflicts with `{first}` given before: a field takes one `{}` attribute",
+                        derive.attribute()
+                    ),
+                ));
+            }
+            found = Some((rule, ident));
+            Ok(())
+        })?;
+    }
+    Ok(found.map_or(Rule::Each, |(rule, _)| rule))
+}
+
+fn parse_rule(ident: &Ident, derive: Trait) -> Option<Rule> {
+    let rule = match (derive, ident.to_string().as_str()) {
+        (Trait::Scatter, "broadcast") => Rule::Broadcast,
+        (Trait::Gather, "mean") => Rule::Mean,
+        (Trait::Gather, "sum") => Rule::Sum,
+        (Trait::Gather, "first") => Rule::First,
+        (_, "skip") => Rule::Skip,
+        _ => return None,
+    };
+    Some(rule)
+}
+
+fn expected(derive: Trait) -> &'static str {
+    match derive {
+        Trait::Scatter => "expected `broadcast` or `skip`",
+        Trait::Gather => "expected `mean`, `sum`, `first` or `skip`",
+    }
+}

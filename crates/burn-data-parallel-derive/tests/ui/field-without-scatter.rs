@@ -1,0 +1,10 @@
+use burn::tensor::{Tensor, backend::Backend};
+use burn_data_parallel::Scatter;
+
+#[derive(Scatter)]
+struct Batch<B: Backend> {
+    images: Tensor<B, 4>,
+    name: String,
+}
+
+fn main() {}

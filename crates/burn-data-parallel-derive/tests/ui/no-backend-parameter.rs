@@ -1,0 +1,8 @@
+use burn_data_parallel::Scatter;
+
+#[derive(Scatter)]
+struct Batch {
+    pixels: Vec<f32>,
+}
+
+fn main() {}
