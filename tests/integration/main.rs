@@ -4,4 +4,5 @@ mod derive;
 mod errors;
 mod keras_forward;
 mod learner;
+mod properties;
 mod records;

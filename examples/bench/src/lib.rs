@@ -1,0 +1,4 @@
+//! Shared parts of the benchmark and soak programs: models, batches and process figures.
+
+pub mod memory;
+pub mod models;
