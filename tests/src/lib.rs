@@ -3,6 +3,7 @@
 //! Every check compares `DataParallel` with something independent of it: the bare model on one
 //! device, a hand-computed value, or a file read back.
 
+pub mod exactness;
 pub mod learner;
 
 use burn::backend::flex::FlexDevice;

@@ -1,10 +1,10 @@
 //! Implementation detail of [`burn-data-parallel`](https://docs.rs/burn-data-parallel): the
 //! `Scatter` and `Gather` derives. Use them through `burn_data_parallel::{Scatter, Gather}`.
 //!
-//! The pipeline follows thiserror's: [`ast`] reads the input, [`attr`] the field attributes,
-//! [`valid`] checks what the attributes cannot, [`expand`] writes the impl, and [`fallback`]
-//! writes a stand-in impl next to the error when the input is wrong, so that the user sees
-//! one error rather than a cascade at every use of the type.
+//! The pipeline follows thiserror's: `ast` reads the input, `attr` the field attributes,
+//! `valid` checks what the attributes cannot, `expand` writes the impl, and `fallback` writes a
+//! stand-in impl next to the error when the input is wrong, so that the user sees one error
+//! rather than a cascade at every use of the type.
 
 mod ast;
 mod attr;

@@ -34,6 +34,11 @@ pub fn check_devices<B: Backend>(devices: &[B::Device]) -> Result<()> {
 
 fn check_device<B: Backend>(device: &B::Device) -> Result<()> {
     let id = device.id();
+    // A CUDA device without a driver: say so without letting Burn's runtime panic first.
+    #[cfg(feature = "cuda")]
+    if let Some(reason) = crate::cuda::missing_driver(device) {
+        return availability(format!("{device:?}"), id, Err(reason), |_| String::new());
+    }
     let count = panic::catch_unwind(AssertUnwindSafe(|| B::device_count(id.type_id)))
         .map_err(|payload| panic_message(payload.as_ref()));
     availability(format!("{device:?}"), id, count, |id| {

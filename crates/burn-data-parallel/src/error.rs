@@ -22,6 +22,24 @@ pub enum DataParallelError {
         available: String,
     },
 
+    /// [`DataParallel::gpus`](crate::DataParallel::gpus) was asked for no GPU.
+    #[error("asked for {requested} GPUs: ask for at least 1")]
+    InvalidGpuCount {
+        /// The number asked for.
+        requested: usize,
+    },
+
+    /// [`DataParallel::gpus`](crate::DataParallel::gpus) was asked for more GPUs than this
+    /// machine has.
+    #[error("asked for {requested} GPU{}, but {available}", if *.requested == 1 { "" } else { "s" })]
+    NotEnoughGpus {
+        /// The number asked for.
+        requested: usize,
+        /// What this machine has, in words (for example "this machine has none (no CUDA driver
+        /// found ...)" or "this machine has 2: [Cuda(0), Cuda(1)]").
+        available: String,
+    },
+
     /// The template's parameters do not all live on one device.
     #[error(
         "the template's parameters are spread over {devices}: move the model to one host device \

@@ -46,6 +46,8 @@
 //! - [`Reduction`]: how the inner model's loss is reduced, which decides gradient weights.
 #![deny(missing_docs)]
 
+#[cfg(feature = "cuda")]
+mod cuda;
 mod data_parallel;
 mod device;
 mod error;
@@ -70,6 +72,8 @@ mod transfer;
 pub mod __private;
 
 pub use burn_data_parallel_derive::{Gather, Scatter};
+#[cfg(feature = "cuda")]
+pub use cuda::{CudaDevices, cuda_devices, cuda_driver_present};
 pub use data_parallel::DataParallel;
 pub use device::check_devices;
 pub use error::{DataParallelError, Result};

@@ -21,8 +21,12 @@ fn main() -> ExitCode {
             digits::print_table(&dp, bare.as_ref());
             ExitCode::SUCCESS
         }
-        Err(message) => {
+        Err(digits::training::JobError::NoGpu(message)) => {
             eprintln!("error: {message}");
+            ExitCode::from(3)
+        }
+        Err(error) => {
+            eprintln!("error: {error}");
             ExitCode::FAILURE
         }
     }

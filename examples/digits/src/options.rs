@@ -20,8 +20,8 @@ pub enum BackendChoice {
 pub struct Options {
     /// Devices to use.
     pub backend: BackendChoice,
-    /// Number of replicas.
-    pub replicas: usize,
+    /// Number of replicas; `None` for the default: one per CPU core, or every GPU found.
+    pub replicas: Option<usize>,
     /// Training epochs.
     pub epochs: usize,
     /// Global batch size, split across the replicas.
@@ -40,7 +40,7 @@ impl Default for Options {
     fn default() -> Self {
         Self {
             backend: BackendChoice::Flex,
-            replicas: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            replicas: None,
             epochs: 8,
             batch_size: 64,
             learning_rate: 2e-3,
@@ -62,7 +62,8 @@ Options:
                                        ndarray: NdArray's; mixed: NdArray and Flex alternating;
                                        cuda: the first N GPUs with the template on the CPU, needs
                                        --features cuda)
-  --replicas <N>                       number of replicas (default: the number of CPU cores)
+  --replicas <N>                       number of replicas (default: one per CPU core, or with
+                                       --backend cuda every GPU found)
   --epochs <N>                         training epochs (default 8)
   --batch-size <N>                     global batch size (default 64)
   --lr <F>                             Adam learning rate (default 0.002)
@@ -72,6 +73,12 @@ Options:
   -h, --help                           print this text";
 
 impl Options {
+    /// The number of replicas on the CPU: as asked, or one per core.
+    pub fn cpu_replicas(&self) -> usize {
+        self.replicas
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+    }
+
     /// Parses `args` (without the program name). `Ok(None)` means help was asked for.
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Self>, String> {
         let mut options = Self::default();
@@ -93,7 +100,7 @@ impl Options {
                         }
                     }
                 }
-                "--replicas" => options.replicas = number(&flag, &value()?)?,
+                "--replicas" => options.replicas = Some(number(&flag, &value()?)?),
                 "--epochs" => options.epochs = number(&flag, &value()?)?,
                 "--batch-size" => options.batch_size = number(&flag, &value()?)?,
                 "--seed" => options.seed = number(&flag, &value()?)?,
@@ -107,7 +114,7 @@ impl Options {
                 other => return Err(format!("unknown option {other:?}\n\n{USAGE}")),
             }
         }
-        if options.replicas == 0 || options.epochs == 0 || options.batch_size == 0 {
+        if options.replicas == Some(0) || options.epochs == 0 || options.batch_size == 0 {
             return Err("--replicas, --epochs and --batch-size must be at least 1".to_string());
         }
         Ok(Some(options))

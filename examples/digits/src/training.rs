@@ -34,11 +34,34 @@ pub fn data_path() -> PathBuf {
         .join("digits.csv.gz")
 }
 
+/// Why the job cannot run.
+#[derive(Debug)]
+pub enum JobError {
+    /// `--backend cuda` on a machine without a GPU, or without the `cuda` feature.
+    NoGpu(String),
+    /// Anything else.
+    Failed(String),
+}
+
+impl From<String> for JobError {
+    fn from(message: String) -> Self {
+        JobError::Failed(message)
+    }
+}
+
+impl std::fmt::Display for JobError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobError::NoGpu(message) | JobError::Failed(message) => f.write_str(message),
+        }
+    }
+}
+
 /// The host (where the template lives) and the replicas' devices.
-pub fn devices(options: &Options) -> Result<(DispatchDevice, Vec<DispatchDevice>), String> {
+pub fn devices(options: &Options) -> Result<(DispatchDevice, Vec<DispatchDevice>), JobError> {
     let nd = DispatchDevice::NdArray(NdArrayDevice::Cpu);
     let flex = DispatchDevice::Flex(FlexDevice);
-    let n = options.replicas;
+    let n = options.cpu_replicas();
     Ok(match options.backend {
         BackendChoice::NdArray => (nd.clone(), vec![nd; n]),
         BackendChoice::Flex => (flex.clone(), vec![flex; n]),
@@ -48,15 +71,24 @@ pub fn devices(options: &Options) -> Result<(DispatchDevice, Vec<DispatchDevice>
         }
         #[cfg(feature = "cuda")]
         BackendChoice::Cuda => {
-            let gpus =
-                (0..n).map(|i| DispatchDevice::Cuda(burn::backend::cuda::CudaDevice::new(i)));
-            (flex, gpus.collect())
+            // Every GPU found, or the first --replicas of them, as Keras's multi_gpu_model.
+            let gpus = burn_data_parallel::cuda_devices::<Infer>()
+                .map_err(|e| JobError::NoGpu(e.to_string()))?;
+            let count = options.replicas.unwrap_or(gpus.len());
+            if count > gpus.len() {
+                return Err(JobError::NoGpu(format!(
+                    "--replicas {count} asks for more GPUs than this machine has: {gpus:?}"
+                )));
+            }
+            (flex, gpus.into_iter().take(count).collect())
         }
         #[cfg(not(feature = "cuda"))]
         BackendChoice::Cuda => {
-            return Err("--backend cuda needs the cuda feature: \
-                        cargo run --release -p digits --features cuda -- --backend cuda"
-                .to_string());
+            return Err(JobError::NoGpu(
+                "--backend cuda needs the cuda feature: \
+                 cargo run --release -p digits --features cuda -- --backend cuda"
+                    .to_string(),
+            ));
         }
     })
 }
@@ -78,7 +110,7 @@ pub struct RunReport {
 
 /// Runs the whole job and returns the data-parallel run's report and, when asked for, the
 /// bare model's.
-pub fn run(options: &Options) -> Result<(RunReport, Option<RunReport>), String> {
+pub fn run(options: &Options) -> Result<(RunReport, Option<RunReport>), JobError> {
     let items = data::load(&data_path())?;
     let (train_items, test_items) = data::split(items, 0.2, options.seed);
     let (host, replica_devices) = devices(options)?;
@@ -94,11 +126,12 @@ pub fn run(options: &Options) -> Result<(RunReport, Option<RunReport>), String> 
     let bare = DigitsNet::<Train>::from_inner(model.valid());
     println!("model: {params} parameters");
 
+    let replicas = replica_devices.len();
     let dp = DataParallel::new(model, replica_devices).map_err(|e| e.to_string())?;
     let (trained, dp_report) = train(
         dp,
         "DataParallel",
-        options.replicas,
+        replicas,
         &host,
         options,
         &train_items,
