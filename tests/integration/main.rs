@@ -8,3 +8,4 @@ mod keras_forward;
 mod learner;
 mod properties;
 mod records;
+mod traffic;

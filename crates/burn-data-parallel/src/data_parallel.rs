@@ -1,5 +1,7 @@
 //! [`DataParallel`]: the template, its devices, and the Keras-style forward.
 
+use std::sync::Arc;
+
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 
@@ -8,10 +10,11 @@ use crate::error::Result;
 use crate::gather::{Gather, GatherContext};
 use crate::graph::join_graphs;
 use crate::reduce::Reduction;
-use crate::replica::{Job, run_replicas};
+use crate::replica::{Job, Workers, run_replicas};
 use crate::scatter::{Scatter, batch_size, scatter};
 use crate::split::SplitPlan;
 use crate::state::{collect_state, settle_shared_state, write_state};
+use crate::transfer::{Direction, Traffic, TrafficCounter, count, counting, module_bytes};
 
 /// A module replicated over several devices: each batch is split along dim 0, every replica
 /// runs on its shard in its own thread, and the outputs are merged back into one batch on the
@@ -59,6 +62,8 @@ pub struct DataParallel<B: Backend, M> {
     pub(crate) devices: Vec<B::Device>,
     pub(crate) host: B::Device,
     pub(crate) reduction: Reduction,
+    pub(crate) traffic: Arc<TrafficCounter>,
+    pub(crate) workers: Arc<Workers>,
 }
 
 impl<B: Backend, M: Module<B>> DataParallel<B, M> {
@@ -80,11 +85,14 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
         check_devices::<B>(&devices)?;
         // `devices()` visits every parameter, which initialises the lazy ones.
         let host = template_device::<B, M>(&template)?.unwrap_or_else(|| devices[0].clone());
+        let workers = Arc::new(Workers::new(devices.len()));
         Ok(Self {
             template,
             devices,
             host,
             reduction: Reduction::default(),
+            traffic: Arc::default(),
+            workers,
         })
     }
 
@@ -129,6 +137,12 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
     /// How the inner model's loss is reduced; see [`with_reduction`](Self::with_reduction).
     pub fn reduction(&self) -> Reduction {
         self.reduction
+    }
+
+    /// Bytes this module (and its clones, including the one `valid()` returns) moved between
+    /// the host and the replicas so far; see [`Traffic`].
+    pub fn traffic(&self) -> Traffic {
+        self.traffic.read()
     }
 
     /// Unwraps the template.
@@ -183,16 +197,19 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
         F: Fn(&M, I) -> O + Sync,
     {
         let plan = self.plan(&input)?;
+        let _counting = counting(&self.traffic);
         // Replicas share the template's running state; keep its value to restore on failure.
         let state_before = collect_state(&self.template);
         let jobs = self.jobs(&plan, &input, |template, device| {
             template.clone().to_device(device)
         });
         join_graphs(&jobs, &self.host);
-        let outputs = run_replicas(jobs, &forward);
+        let outputs = run_replicas(&self.workers, jobs, &|replica: M, shard, _: &B::Device| {
+            forward(&replica, shard)
+        });
         settle_shared_state(&self.template, &self.host);
         let outputs = match outputs {
-            Ok(outputs) => outputs.into_iter().map(|(_, output)| output).collect(),
+            Ok(outputs) => outputs,
             Err(error) => {
                 write_state(&self.template, vec![state_before], &[1.0], &self.host);
                 return Err(error);
@@ -206,26 +223,34 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
         SplitPlan::new(batch_size(input)?, self.devices.len())
     }
 
-    /// One job per shard of `plan`: a replica made by `replicate` and its shard of `input`.
+    /// One job per shard of `plan`: what `replicate` makes of the template for the shard's
+    /// device, and the shard of `input`. Counts the template's bytes as sent to every replica
+    /// off the host.
     pub(crate) fn jobs<'a, I, R>(
         &'a self,
         plan: &SplitPlan,
         input: &I,
-        replicate: R,
-    ) -> Vec<Job<'a, M, I, B::Device>>
+        replicate: impl Fn(&M, &B::Device) -> R,
+    ) -> Vec<Job<'a, R, I, B::Device>>
     where
         I: Scatter<B>,
-        R: Fn(&M, &B::Device) -> M,
     {
         let shards = scatter(input, plan, &self.devices);
+        let mut template_bytes = None;
         shards
             .into_iter()
             .zip(plan.shards().iter().zip(&self.devices))
-            .map(|(shard, (rows, device))| Job {
-                replica: replicate(&self.template, device),
-                shard,
-                device,
-                rows: rows.clone(),
+            .map(|(shard, (rows, device))| {
+                if *device != self.host {
+                    let bytes = *template_bytes.get_or_insert_with(|| module_bytes(&self.template));
+                    count(Direction::ToReplica, bytes);
+                }
+                Job {
+                    replica: replicate(&self.template, device),
+                    shard,
+                    device,
+                    rows: rows.clone(),
+                }
             })
             .collect()
     }

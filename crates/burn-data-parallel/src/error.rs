@@ -81,13 +81,11 @@ pub enum DataParallelError {
         message: String,
     },
 
-    /// The operating system refused to start a replica's thread.
-    #[error("could not start the thread of replica {index} on device {device}: {message}")]
+    /// The operating system refused to start the replicas' worker threads.
+    #[error("could not start the {threads} worker threads of the replicas: {message}")]
     ThreadSpawn {
-        /// Position of the replica in the device list.
-        index: usize,
-        /// The replica's device, as its `Debug` form.
-        device: String,
+        /// How many threads were asked for: one per device.
+        threads: usize,
         /// The operating system's error.
         message: String,
     },

@@ -5,7 +5,7 @@ use burn::tensor::{BasicOps, Tensor, backend::Backend};
 use crate::error::{DataParallelError, Result};
 use crate::reduce::Reduction;
 use crate::split::SplitPlan;
-use crate::transfer::move_to;
+use crate::transfer::{Direction, move_to};
 
 /// A value that can be merged from the replicas' outputs into one, on the host device.
 ///
@@ -84,7 +84,7 @@ impl<'a, B: Backend> GatherContext<'a, B> {
         &self,
         tensor: Tensor<B, D, K>,
     ) -> Tensor<B, D, K> {
-        move_to(tensor, self.host)
+        move_to(tensor, self.host, Direction::ToHost)
     }
 
     /// Concatenates `parts` along dim 0 on the host, in device order.

@@ -1,59 +1,84 @@
-//! Gradient reduction onto the host (feature `train`): the replicas' gradients become one
-//! set for the template.
+//! Gradient reduction (feature `train`): each replica's gradients are weighted and moved to the
+//! host on the replica's own worker, in parallel; the host then only adds them, in device
+//! order.
 
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, backend::AutodiffBackend};
 
-/// Combines the replicas' gradients (keyed by the template's parameter ids) into one set on
-/// `host`: `Σ w_i · g_i`, summed in device order.
-pub(crate) fn reduce_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(
-    template: &M,
-    parts: Vec<GradientsParams>,
-    weights: &[f64],
+use crate::transfer::{Direction, move_to};
+
+/// One replica's gradients, multiplied by `weight` and moved to `host`, keyed by the
+/// parameter ids of `replica` (which are the template's).
+pub(crate) fn weighted_on_host<B: AutodiffBackend, M: AutodiffModule<B>>(
+    replica: &M,
+    mut grads: GradientsParams,
+    weight: f64,
     host: &B::Device,
 ) -> GradientsParams {
-    let mut reducer = GradientReducer::<B> {
-        parts,
-        weights,
+    let mut visitor = Weigh::<B> {
+        grads: &mut grads,
+        weight,
         host,
-        reduced: GradientsParams::new(),
+        weighted: GradientsParams::new(),
     };
-    template.visit(&mut reducer);
-    reducer.reduced
+    replica.visit(&mut visitor);
+    visitor.weighted
 }
 
-struct GradientReducer<'a, B: AutodiffBackend> {
-    parts: Vec<GradientsParams>,
-    weights: &'a [f64],
+struct Weigh<'a, B: AutodiffBackend> {
+    grads: &'a mut GradientsParams,
+    weight: f64,
     host: &'a B::Device,
-    reduced: GradientsParams,
+    weighted: GradientsParams,
 }
 
-impl<B: AutodiffBackend> ModuleVisitor<B> for GradientReducer<'_, B> {
+impl<B: AutodiffBackend> ModuleVisitor<B> for Weigh<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
-        let mut total: Option<Tensor<B::InnerBackend, D>> = None;
-        for (grads, &weight) in self.parts.iter_mut().zip(self.weights) {
-            let Some(grad) = grads.remove::<B::InnerBackend, D>(param.id) else {
-                continue;
-            };
-            let grad = if grad.device() == *self.host {
-                grad
-            } else {
-                grad.to_device(self.host)
-            };
-            let grad = if weight == 1.0 {
-                grad
-            } else {
-                grad.mul_scalar(weight)
-            };
-            total = Some(match total {
-                Some(total) => total.add(grad),
-                None => grad,
-            });
-        }
+        let Some(grad) = self.grads.remove::<B::InnerBackend, D>(param.id) else {
+            return;
+        };
+        // Scale before moving: on a replica off the host, the multiply runs on its device.
+        let grad = if self.weight == 1.0 {
+            grad
+        } else {
+            grad.mul_scalar(self.weight)
+        };
+        self.weighted
+            .register(param.id, move_to(grad, self.host, Direction::ToHost));
+    }
+}
+
+/// The sum of the replicas' weighted gradients (see [`weighted_on_host`]), parameter by
+/// parameter of `template`, added in device order: `Σ w_i · g_i`.
+pub(crate) fn sum_gradients<B: AutodiffBackend, M: AutodiffModule<B>>(
+    template: &M,
+    parts: Vec<GradientsParams>,
+) -> GradientsParams {
+    let mut sum = Sum::<B> {
+        parts,
+        total: GradientsParams::new(),
+        backend: core::marker::PhantomData,
+    };
+    template.visit(&mut sum);
+    sum.total
+}
+
+struct Sum<B> {
+    parts: Vec<GradientsParams>,
+    total: GradientsParams,
+    backend: core::marker::PhantomData<B>,
+}
+
+impl<B: AutodiffBackend> ModuleVisitor<B> for Sum<B> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        let total = self
+            .parts
+            .iter_mut()
+            .filter_map(|grads| grads.remove::<B::InnerBackend, D>(param.id))
+            .reduce(Tensor::add);
         if let Some(total) = total {
-            self.reduced.register(param.id, total);
+            self.total.register(param.id, total);
         }
     }
 }

@@ -12,10 +12,11 @@ use burn::train::{InferenceStep, TrainOutput, TrainStep};
 use crate::data_parallel::DataParallel;
 use crate::error::Result;
 use crate::gather::Gather;
-use crate::gradients::reduce_gradients;
+use crate::gradients::{sum_gradients, weighted_on_host};
 use crate::replica::run_replicas;
 use crate::scatter::Scatter;
 use crate::state::{collect_state, write_state};
+use crate::transfer::counting;
 
 impl<B, M> TrainStep for DataParallel<B, M>
 where
@@ -50,13 +51,13 @@ where
     /// [`TrainStep::step`], forward and backward, runs on each shard in parallel.
     ///
     /// 1. The batch is split along dim 0 ([`SplitPlan`](crate::SplitPlan)).
-    /// 2. Each replica is forked from the template (`fork`: its own autodiff leaves, with the
-    ///    template's parameter ids) and owns its running state.
-    /// 3. Each thread runs the inner model's `step` on its shard.
-    /// 4. Gradients move to the host and are combined in device order: `Σ n_i/n · g_i` for
-    ///    [`Reduction::Mean`](crate::Reduction::Mean), `Σ g_i` for
-    ///    [`Reduction::Sum`](crate::Reduction::Sum). For a mean-reduced loss, this is the
-    ///    gradient of the full batch.
+    /// 2. Each replica is forked from the template on its worker thread (`fork`: its own
+    ///    autodiff leaves, with the template's parameter ids) and owns its running state.
+    /// 3. Each worker runs the inner model's `step` on its shard, weights the gradients
+    ///    (`n_i/n` for [`Reduction::Mean`](crate::Reduction::Mean), 1 for
+    ///    [`Reduction::Sum`](crate::Reduction::Sum)) and moves them to the host.
+    /// 4. The host adds them in device order: `Σ w_i · g_i`. For a mean-reduced loss, this is
+    ///    the gradient of the full batch.
     /// 5. The items are merged with [`Gather`] (losses as the same weighted mean or sum).
     /// 6. State updated in forward (BatchNorm's running statistics) becomes the shard-weighted
     ///    mean `Σ n_i/n · s_i` of the replicas' updated state, stored in the template on the
@@ -74,26 +75,37 @@ where
     /// On error, the template (weights and running state) is unchanged.
     pub fn try_train_step(&self, input: M::Input) -> Result<TrainOutput<M::Output>> {
         let plan = self.plan(&input)?;
+        let _counting = counting(&self.traffic);
+        let weights = self.reduction.gradient_weights(plan.weights());
         // `valid()` gives each replica running state of its own (clones would share the
-        // template's); `fork` then makes fresh leaves on the replica's device.
-        let jobs = self.jobs(&plan, &input, |template, device| {
-            M::from_inner(template.valid()).fork(device)
-        });
-        let results = run_replicas(jobs, &|replica: &M, shard| replica.step(shard))?;
+        // template's). The rest happens on each replica's worker, in parallel: `fork` makes
+        // fresh leaves on the replica's device, and the gradients come back weighted.
+        let jobs = self.jobs(&plan, &input, |template, _| template.valid());
+        let jobs = jobs
+            .into_iter()
+            .zip(weights)
+            .map(|(job, weight)| job.map_replica(|replica| (replica, weight)))
+            .collect();
+        let (host, traffic) = (&self.host, &self.traffic);
+        let results = run_replicas(&self.workers, jobs, &|(inner, weight), shard, device| {
+            let _counting = counting(traffic);
+            let replica = M::from_inner(inner).fork(device);
+            let output = replica.step(shard);
+            let grads = weighted_on_host(&replica, output.grads, weight, host);
+            (grads, output.item, collect_state(&replica))
+        })?;
 
         let mut grads = Vec::with_capacity(results.len());
         let mut items = Vec::with_capacity(results.len());
         let mut states = Vec::with_capacity(results.len());
-        for (replica, output) in results {
-            states.push(collect_state(&replica));
-            grads.push(output.grads);
-            items.push(output.item);
+        for (replica_grads, item, state) in results {
+            grads.push(replica_grads);
+            items.push(item);
+            states.push(state);
         }
         let item = M::Output::gather(items, &self.gather_context(&plan))?;
-        let shares = plan.weights();
-        let weights = self.reduction.gradient_weights(shares.clone());
-        let grads = reduce_gradients(&self.template, grads, &weights, &self.host);
-        write_state(&self.template, states, &shares, &self.host);
+        let grads = sum_gradients(&self.template, grads);
+        write_state(&self.template, states, &plan.weights(), &self.host);
         Ok(TrainOutput { grads, item })
     }
 }

@@ -81,3 +81,4 @@ pub use gather::{Gather, GatherContext, Mean, Sum};
 pub use reduce::Reduction;
 pub use scatter::{Broadcast, Scatter, batch_size};
 pub use split::SplitPlan;
+pub use transfer::Traffic;

@@ -68,6 +68,8 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> AutodiffModule<B> for DataParalle
             devices: self.devices.clone(),
             host: self.host.clone(),
             reduction: self.reduction,
+            traffic: self.traffic.clone(),
+            workers: self.workers.clone(),
         }
     }
 
@@ -77,6 +79,8 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> AutodiffModule<B> for DataParalle
             devices: module.devices,
             host: module.host,
             reduction: module.reduction,
+            traffic: module.traffic,
+            workers: module.workers,
         }
     }
 }

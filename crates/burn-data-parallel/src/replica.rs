@@ -1,9 +1,13 @@
-//! Running the replicas: one named thread per device, joined in device order.
+//! Running the replicas: one named worker thread per replica, kept between calls, each job in
+//! device order on its own thread.
 
-use core::fmt::Debug;
+use core::fmt::{self, Debug};
 use core::ops::Range;
 use std::any::Any;
-use std::thread;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::{Mutex, OnceLock};
+
+use rayon::{ThreadPool, ThreadPoolBuilder};
 
 use crate::error::{DataParallelError, Result};
 
@@ -15,74 +19,127 @@ pub(crate) struct Job<'a, M, I, D> {
     pub(crate) rows: Range<usize>,
 }
 
-/// Runs `work` on every job, each on its own scoped thread named `dp-replica-{index}`, and
-/// returns the replicas with their outputs in device order.
+#[cfg(feature = "train")]
+impl<'a, M, I, D> Job<'a, M, I, D> {
+    /// The same job with `map` applied to its replica.
+    pub(crate) fn map_replica<R>(self, map: impl FnOnce(M) -> R) -> Job<'a, R, I, D> {
+        Job {
+            replica: map(self.replica),
+            shard: self.shard,
+            device: self.device,
+            rows: self.rows,
+        }
+    }
+}
+
+/// The worker threads of a `DataParallel`: one per device, named `dp-replica-{i}`, started at
+/// the first call and kept until the last clone of the module is dropped.
+///
+/// Starting threads on every step would cost more than their start-up: each new thread gets
+/// fresh allocator state, so every step paid again for the memory pages its tensors touch.
+pub(crate) struct Workers {
+    threads: usize,
+    pool: OnceLock<core::result::Result<ThreadPool, String>>,
+}
+
+impl Workers {
+    /// Workers for `threads` replicas; no thread starts before the first call.
+    pub(crate) fn new(threads: usize) -> Self {
+        Self {
+            threads,
+            pool: OnceLock::new(),
+        }
+    }
+
+    fn pool(&self) -> Result<&ThreadPool> {
+        let pool = self.pool.get_or_init(|| {
+            ThreadPoolBuilder::new()
+                .num_threads(self.threads)
+                .thread_name(|index| format!("dp-replica-{index}"))
+                .build()
+                .map_err(|error| error.to_string())
+        });
+        pool.as_ref()
+            .map_err(|message| DataParallelError::ThreadSpawn {
+                threads: self.threads,
+                message: message.clone(),
+            })
+    }
+}
+
+impl Debug for Workers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Workers")
+            .field("threads", &self.threads)
+            .field("started", &self.pool.get().is_some())
+            .finish()
+    }
+}
+
+/// A job waiting for its worker: taken exactly once.
+type Slot<'a, M, I, D> = Mutex<Option<(M, I, &'a D)>>;
+
+/// Runs `work` on every job (its replica, shard and device), job `i` on worker thread `i`, and
+/// returns the outputs in device order.
 ///
 /// # Notes
 ///
-/// Every thread is joined before this returns, also when one fails. A panic inside `work` is
+/// Every job has finished before this returns, also when one fails. A panic inside `work` is
 /// caught and becomes [`DataParallelError::ReplicaPanicked`] naming the device and the rows of
-/// the batch; when several replicas fail, the first in device order is reported.
+/// the batch; when several replicas fail, the first in device order is reported. Rayon code
+/// inside `work` (a CPU backend's parallel kernels) runs on these same workers.
 pub(crate) fn run_replicas<M, I, O, D, F>(
+    workers: &Workers,
     jobs: Vec<Job<'_, M, I, D>>,
     work: &F,
-) -> Result<Vec<(M, O)>>
+) -> Result<Vec<O>>
 where
     M: Send,
     I: Send,
     O: Send,
     D: Debug + Sync,
-    F: Fn(&M, I) -> O + Sync,
+    F: Fn(M, I, &D) -> O + Sync,
 {
-    thread::scope(|scope| {
-        let mut running = Vec::with_capacity(jobs.len());
-        let mut spawn_error = None;
-        for (index, job) in jobs.into_iter().enumerate() {
-            let Job {
-                replica,
-                shard,
+    let pool = workers.pool()?;
+    let described: Vec<(usize, String, Range<usize>)> = jobs
+        .iter()
+        .enumerate()
+        .map(|(index, job)| (index, format!("{:?}", job.device), job.rows.clone()))
+        .collect();
+    // Each worker takes the job with its own index; a batch smaller than the device count
+    // leaves the last workers without one.
+    let slots: Vec<Slot<'_, M, I, D>> = jobs
+        .into_iter()
+        .map(|job| Mutex::new(Some((job.replica, job.shard, job.device))))
+        .collect();
+    let mut results = pool.broadcast(|context| {
+        let job = slots
+            .get(context.index())
+            .and_then(|slot| slot.lock().ok().and_then(|mut slot| slot.take()));
+        job.map(|(replica, shard, device)| {
+            panic::catch_unwind(AssertUnwindSafe(|| work(replica, shard, device)))
+        })
+    });
+    results.truncate(described.len());
+    results
+        .into_iter()
+        .zip(described)
+        .map(|(result, (index, device, rows))| match result {
+            Some(Ok(done)) => Ok(done),
+            Some(Err(payload)) => Err(DataParallelError::ReplicaPanicked {
+                index,
                 device,
                 rows,
-            } = job;
-            let spawned = thread::Builder::new()
-                .name(format!("dp-replica-{index}"))
-                .spawn_scoped(scope, move || {
-                    let output = work(&replica, shard);
-                    (replica, output)
-                });
-            match spawned {
-                Ok(handle) => running.push((index, device, rows, handle)),
-                Err(error) => {
-                    spawn_error = Some(DataParallelError::ThreadSpawn {
-                        index,
-                        device: format!("{device:?}"),
-                        message: error.to_string(),
-                    });
-                    break;
-                }
-            }
-        }
-
-        // Join every thread before looking at any result, so nothing is left running.
-        let joined: Vec<_> = running
-            .into_iter()
-            .map(|(index, device, rows, handle)| (index, device, rows, handle.join()))
-            .collect();
-        if let Some(error) = spawn_error {
-            return Err(error);
-        }
-        joined
-            .into_iter()
-            .map(|(index, device, rows, result)| {
-                result.map_err(|payload| DataParallelError::ReplicaPanicked {
-                    index,
-                    device: format!("{device:?}"),
-                    rows,
-                    message: panic_message(payload.as_ref()),
-                })
-            })
-            .collect()
-    })
+                message: panic_message(payload.as_ref()),
+            }),
+            None => Err(DataParallelError::ReplicaPanicked {
+                index,
+                device,
+                rows,
+                message: "no worker thread took the job".to_string(),
+            }),
+        })
+        .collect()
 }
 
 /// The text of a panic payload (`panic!` with a literal or a formatted message).
@@ -99,6 +156,8 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::thread;
 
     fn jobs(devices: &[u32]) -> Vec<Job<'_, u32, u32, u32>> {
         devices
@@ -114,31 +173,54 @@ mod tests {
     }
 
     #[test]
-    fn outputs_come_back_in_device_order_from_named_threads() {
-        let outputs = run_replicas(jobs(&[7, 8, 9]), &|replica: &u32, shard: u32| {
-            let name = thread::current().name().map(str::to_string);
-            (replica + shard, name)
-        })
-        .expect("no replica fails");
-        let names: Vec<_> = outputs.iter().map(|(_, (_, name))| name.clone()).collect();
+    fn each_job_runs_on_its_own_named_worker_in_device_order() {
+        let workers = Workers::new(3);
+        let work = |replica: u32, shard: u32, device: &u32| {
+            (
+                replica + shard + device,
+                thread::current().name().map(str::to_string),
+            )
+        };
+        let outputs = run_replicas(&workers, jobs(&[7, 8, 9]), &work).expect("no replica fails");
+        let sums: Vec<_> = outputs.iter().map(|(sum, _)| *sum).collect();
+        assert_eq!(sums, [7, 19, 31]);
+        let names: Vec<_> = outputs.iter().map(|(_, name)| name.clone()).collect();
         assert_eq!(
             names,
             ["dp-replica-0", "dp-replica-1", "dp-replica-2"].map(|n| Some(n.to_string()))
         );
-        let sums: Vec<_> = outputs.iter().map(|(_, (sum, _))| *sum).collect();
-        assert_eq!(sums, [0, 11, 22]);
     }
 
     #[test]
-    fn the_first_failing_replica_is_named_after_all_joined() {
-        let finished = std::sync::atomic::AtomicUsize::new(0);
-        let result = run_replicas(jobs(&[7, 8, 9]), &|replica: &u32, _shard: u32| {
-            if *replica >= 1 {
-                panic!("boom on {replica}");
-            }
-            std::thread::sleep(std::time::Duration::from_millis(50));
-            finished.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        });
+    fn workers_are_kept_between_calls_and_fewer_jobs_leave_some_idle() {
+        let workers = Workers::new(3);
+        let thread_of = |jobs| {
+            run_replicas(&workers, jobs, &|_: u32, _: u32, _: &u32| {
+                thread::current().id()
+            })
+            .expect("no replica fails")
+        };
+        let first = thread_of(jobs(&[1, 2, 3]));
+        let second = thread_of(jobs(&[1, 2]));
+        assert_eq!(second, first[..2]);
+        assert_ne!(first[0], thread::current().id());
+    }
+
+    #[test]
+    fn the_first_failing_replica_is_named_after_all_finished() {
+        let workers = Workers::new(3);
+        let finished = AtomicUsize::new(0);
+        let result = run_replicas(
+            &workers,
+            jobs(&[7, 8, 9]),
+            &|replica: u32, _: u32, _: &u32| {
+                if replica >= 1 {
+                    panic!("boom on {replica}");
+                }
+                thread::sleep(std::time::Duration::from_millis(50));
+                finished.fetch_add(1, Ordering::SeqCst);
+            },
+        );
         assert_eq!(
             result.err(),
             Some(DataParallelError::ReplicaPanicked {
@@ -148,6 +230,6 @@ mod tests {
                 message: "boom on 1".to_string(),
             })
         );
-        assert_eq!(finished.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(finished.load(Ordering::SeqCst), 1);
     }
 }

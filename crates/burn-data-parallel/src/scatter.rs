@@ -7,7 +7,7 @@ use burn::tensor::{BasicOps, Tensor, backend::Backend};
 
 use crate::error::{DataParallelError, Result};
 use crate::split::SplitPlan;
-use crate::transfer::move_to;
+use crate::transfer::{Direction, move_to};
 
 /// A value that can be cut into shards along its batch dimension, one shard per replica.
 ///
@@ -118,7 +118,7 @@ where
         } else {
             self.clone().narrow(0, rows.start, rows.len())
         };
-        move_to(tensor, device)
+        move_to(tensor, device, Direction::ToReplica)
     }
 
     fn visit_floats(&self, visit: &mut dyn FnMut(Tensor<B, 1>)) {

@@ -15,6 +15,8 @@ use std::collections::HashMap;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::{Tensor, backend::Backend};
 
+use crate::transfer::{Direction, move_to};
+
 /// Syncs the template's shared running state and moves it back to `host`.
 ///
 /// After replicas made by `to_device` ran forward on their threads, the shared value sits on
@@ -41,11 +43,7 @@ struct MoveStateTo<'a, B: Backend> {
 impl<B: Backend> ModuleMapper<B> for MoveStateTo<'_, B> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let (id, tensor, mapper) = param.consume();
-        let tensor = if tensor.device() == *self.device {
-            tensor
-        } else {
-            tensor.to_device(self.device)
-        };
+        let tensor = move_to(tensor, self.device, Direction::ToHost);
         Param::from_mapped_value(id, tensor, mapper)
     }
 }
@@ -118,11 +116,7 @@ impl<B: Backend> ModuleMapper<B> for StateWriter<'_, B> {
             let Ok(value) = value.downcast::<Tensor<B, D>>() else {
                 continue;
             };
-            let value = if value.device() == *self.host {
-                *value
-            } else {
-                value.to_device(self.host)
-            };
+            let value = move_to(*value, self.host, Direction::ToHost);
             let value = if weight == 1.0 {
                 value
             } else {

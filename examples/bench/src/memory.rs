@@ -128,3 +128,15 @@ pub fn peak_resident_kib() -> Option<u64> {
 pub fn threads() -> Option<u64> {
     status_field("Threads")
 }
+
+/// CPU time used by this process so far (user and system, every thread, the exited ones
+/// included), from `/proc/self/stat` in clock ticks of 1/100 s (Linux's `USER_HZ`).
+pub fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    let rest = stat.rsplit_once(')')?.1;
+    let mut fields = rest.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some((user + system) as f64 / 100.0)
+}

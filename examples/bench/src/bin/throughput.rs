@@ -1,0 +1,517 @@
+//! Throughput of `DataParallel` against the bare model and Burn's own multi-device strategy,
+//! in one run, as a table: `cargo run --release -p bench --bin throughput`.
+//!
+//! Rows, for a compute-bound CNN (about 1M parameters) and a parameter-heavy MLP (about 10M):
+//! (a) the bare model on one CPU device; (b) `DataParallel` with one replica there (its
+//! overhead); (c) two replicas on this two-core machine (scaling); each on the per-replica
+//! training path and on the Keras-style path; (x) two replicas off the host (what moving
+//! weights costs); and, through Burn's `Learner`, the bare model, `DataParallel`, and (d) Burn's
+//! multi-device strategy on the same devices with the same global batch.
+//!
+//! Ops run on NdArray's CPU device, whose ops run on the calling thread, so two replicas can
+//! use the two cores. Every configuration is timed in several rounds, interleaved with the
+//! others so that a busy moment of the machine hits all of them alike; the table shows the
+//! median round.
+
+use std::cell::RefCell;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bench::learner::{ImageBatcher, RandomImages, Silent};
+use bench::memory::{self, Counting};
+use bench::models::{ConvNet, ImageBatch, WideMlp};
+use burn::backend::Autodiff;
+use burn::backend::flex::FlexDevice;
+use burn::backend::ndarray::NdArrayDevice;
+use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
+use burn::module::{AutodiffModule, Module, ModuleDisplay};
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+use burn::train::metric::LossMetric;
+use burn::train::{
+    ClassificationOutput, ExecutionStrategy, InferenceStep, Learner, MultiDeviceOptim,
+    SupervisedTraining, TrainStep, TrainingStrategy,
+};
+use burn::{Dispatch, DispatchDevice};
+use burn_data_parallel::{DataParallel, Scatter};
+
+#[global_allocator]
+static ALLOC: Counting = Counting::new();
+
+type B = Autodiff<Dispatch>;
+
+/// What a model needs to be measured here.
+trait Measured:
+    AutodiffModule<
+        B,
+        InnerModule: InferenceStep<
+            Input = ImageBatch<Dispatch>,
+            Output = ClassificationOutput<Dispatch>,
+        >,
+    > + TrainStep<Input = ImageBatch<B>, Output = ClassificationOutput<B>>
+    + ModuleDisplay
+    + core::fmt::Display
+    + 'static
+{
+    fn logits(&self, batch: &ImageBatch<B>) -> Tensor<B, 2>;
+}
+
+impl Measured for ConvNet<B> {
+    fn logits(&self, batch: &ImageBatch<B>) -> Tensor<B, 2> {
+        ConvNet::logits(self, batch)
+    }
+}
+
+impl Measured for WideMlp<B> {
+    fn logits(&self, batch: &ImageBatch<B>) -> Tensor<B, 2> {
+        WideMlp::logits(self, batch)
+    }
+}
+
+fn loss(logits: Tensor<B, 2>, batch: &ImageBatch<B>) -> Tensor<B, 1> {
+    CrossEntropyLossConfig::new()
+        .init(&logits.device())
+        .forward(logits, batch.targets.clone())
+}
+
+/// One configuration: a training step to repeat, and what it measured.
+struct Config<'a> {
+    run: String,
+    replicas: usize,
+    /// Which row it is compared with: "a" (bare training step), "a'" (bare forward and
+    /// backward) or "L-a" (bare model through the Learner).
+    baseline: &'static str,
+    /// Runs `steps` training steps (or a Learner run) and returns the samples it processed.
+    step: Box<dyn FnMut(usize) -> usize + 'a>,
+    /// Bytes moved per training step, when the run is a `DataParallel`.
+    traffic: Option<Box<dyn Fn() -> u64 + 'a>>,
+    bound: Option<u64>,
+    rates: Vec<f64>,
+    /// CPU seconds per sample, one per round.
+    cpu: Vec<f64>,
+    peak_heap: usize,
+}
+
+impl<'a> Config<'a> {
+    fn new(
+        run: impl Into<String>,
+        replicas: usize,
+        baseline: &'static str,
+        step: impl FnMut(usize) -> usize + 'a,
+    ) -> Self {
+        Self {
+            run: run.into(),
+            replicas,
+            baseline,
+            step: Box::new(step),
+            traffic: None,
+            bound: None,
+            rates: Vec::new(),
+            cpu: Vec::new(),
+            peak_heap: 0,
+        }
+    }
+
+    fn median(&self) -> f64 {
+        median(&self.rates)
+    }
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut values = values.to_vec();
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
+}
+
+impl Config<'_> {}
+
+/// A training-step loop of the bare model (`TrainStep`).
+fn bare_step<'a, M: Measured>(
+    model: &M,
+    batch: &'a ImageBatch<B>,
+) -> impl FnMut(usize) -> usize + 'a {
+    let mut bare = model.clone();
+    let mut optim = AdamConfig::new().init();
+    let n = batch.images.dims()[0];
+    move |steps| {
+        for _ in 0..steps {
+            let output = TrainStep::step(&bare, batch.clone());
+            bare = optim.step(1e-3, bare.clone(), output.grads);
+        }
+        steps * n
+    }
+}
+
+/// A forward-backward loop of the bare model.
+fn bare_forward<'a, M: Measured>(
+    model: &M,
+    batch: &'a ImageBatch<B>,
+) -> impl FnMut(usize) -> usize + 'a {
+    let mut bare = model.clone();
+    let mut optim = AdamConfig::new().init();
+    let n = batch.images.dims()[0];
+    move |steps| {
+        for _ in 0..steps {
+            let grads =
+                GradientsParams::from_grads(loss(bare.logits(batch), batch).backward(), &bare);
+            bare = optim.step(1e-3, bare.clone(), grads);
+        }
+        steps * n
+    }
+}
+
+/// The machine's own ceiling for (c): two independent copies of the bare model each run a
+/// training step on half the batch on two threads at once, with no `DataParallel` involved
+/// (and no gradient reduction or optimizer step).
+fn ceiling<'a, M: Measured>(
+    model: &M,
+    batch: &'a ImageBatch<B>,
+) -> impl FnMut(usize) -> usize + 'a {
+    let n = batch.images.dims()[0];
+    let halves = [
+        batch.shard(0..n / 2, &batch.images.device()),
+        batch.shard(n / 2..n, &batch.images.device()),
+    ];
+    // Copies with leaves of their own: threads must not backward through shared leaves.
+    let copies = [M::from_inner(model.valid()), M::from_inner(model.valid())];
+    move |steps| {
+        for _ in 0..steps {
+            std::thread::scope(|scope| {
+                for (copy, half) in copies.iter().zip(&halves) {
+                    let (copy, half) = (copy.clone(), half.clone());
+                    scope.spawn(move || TrainStep::step(&copy, half).item.loss.into_scalar());
+                }
+            });
+        }
+        steps * n
+    }
+}
+
+/// `DataParallel` configurations over `devices`, template on `host`: the per-replica path and,
+/// when `keras`, the Keras-style path.
+fn dp_configs<'a, M: Measured>(
+    model: &M,
+    label: &str,
+    host: &DispatchDevice,
+    devices: Vec<DispatchDevice>,
+    batch: &'a ImageBatch<B>,
+    keras: bool,
+) -> Vec<Config<'a>> {
+    let replicas = devices.len();
+    let off_host = devices.iter().filter(|device| *device != host).count() as u64;
+    let bound = 2 * off_host * 4 * Module::num_params(model) as u64;
+    let n = batch.images.dims()[0];
+    let new_dp =
+        || DataParallel::new(model.clone().fork(host), devices.clone()).expect("CPU devices");
+    let mut configs = Vec::new();
+
+    // The step closure owns the module; the traffic closure reads it after the rounds.
+    let shared = Rc::new(RefCell::new((new_dp(), 0usize)));
+    let (state, traffic) = (shared.clone(), shared);
+    let mut optim = AdamConfig::new().init();
+    let mut config = Config::new(format!("{label}, TrainStep"), replicas, "a", move |steps| {
+        let mut state = state.borrow_mut();
+        for _ in 0..steps {
+            let output = state
+                .0
+                .try_train_step(batch.clone())
+                .expect("a training step");
+            state.0 = optim.step(1e-3, state.0.clone(), output.grads);
+        }
+        state.1 += steps;
+        steps * n
+    });
+    config.traffic = Some(Box::new(move || {
+        let (dp, steps) = &*traffic.borrow();
+        dp.traffic().total() / (*steps).max(1) as u64
+    }));
+    config.bound = Some(bound);
+    configs.push(config);
+
+    if keras {
+        let mut dp = new_dp();
+        let mut optim = AdamConfig::new().init();
+        let mut config = Config::new(
+            format!("{label}, forward + backward"),
+            replicas,
+            "a'",
+            move |steps| {
+                for _ in 0..steps {
+                    let logits = dp.forward(batch.clone(), |m, shard| m.logits(&shard));
+                    let grads = GradientsParams::from_grads(loss(logits, batch).backward(), &dp);
+                    dp = optim.step(1e-3, dp.clone(), grads);
+                }
+                steps * n
+            },
+        );
+        config.bound = Some(bound);
+        configs.push(config);
+    }
+    configs
+}
+
+/// One epoch through the `Learner` over `items` images in batches of `loader_batch`, with
+/// `strategy` (the default: one device); returns the images processed.
+fn learner_epoch<M>(
+    model: M,
+    strategy: Option<ExecutionStrategy<B>>,
+    loader_batch: usize,
+    items: usize,
+) -> usize
+where
+    M: AutodiffModule<
+            B,
+            InnerModule: InferenceStep<
+                Input = ImageBatch<Dispatch>,
+                Output = ClassificationOutput<Dispatch>,
+            >,
+        > + TrainStep<Input = ImageBatch<B>, Output = ClassificationOutput<B>>
+        + core::fmt::Display
+        + 'static,
+{
+    let batcher = ImageBatcher {
+        channels: 3,
+        side: SIDE,
+    };
+    let train: Arc<dyn DataLoader<B, ImageBatch<B>>> = DataLoaderBuilder::new(batcher.clone())
+        .batch_size(loader_batch)
+        .build(RandomImages::new(items, 3, SIDE));
+    let valid: Arc<dyn DataLoader<Dispatch, ImageBatch<Dispatch>>> =
+        DataLoaderBuilder::new(batcher)
+            .batch_size(loader_batch)
+            .build(RandomImages::new(loader_batch, 3, SIDE));
+    let dir = std::env::temp_dir().join(format!("bdp-throughput-{}", std::process::id()));
+    let mut training = SupervisedTraining::new(&dir, train, valid)
+        .metric_train_numeric(LossMetric::new())
+        .num_epochs(1)
+        .renderer(Silent);
+    if let Some(strategy) = strategy {
+        training = training.with_training_strategy(TrainingStrategy::Default(strategy));
+    }
+    let _ = training.launch(Learner::new(model, AdamConfig::new().init(), 1e-3));
+    let _ = std::fs::remove_dir_all(dir);
+    items + loader_batch
+}
+
+/// Side of the images: small enough for NdArray's convolutions to finish in time.
+const SIDE: usize = 8;
+
+struct Plan {
+    batch: usize,
+    steps: usize,
+    rounds: usize,
+}
+
+fn measure<M: Measured>(
+    name: &str,
+    model: M,
+    host: &DispatchDevice,
+    other: &DispatchDevice,
+    plan: &Plan,
+) {
+    B::seed(host, 3);
+    let batch = ImageBatch::<B>::random(plan.batch, 3, SIDE, host);
+    let batch_off = ImageBatch {
+        images: batch.images.clone().to_device(other),
+        targets: batch.targets.clone().to_device(other),
+    };
+    let items = plan.batch * plan.steps;
+
+    let mut configs = vec![
+        Config::new(
+            "(a) bare model, TrainStep",
+            1,
+            "a",
+            bare_step(&model, &batch),
+        ),
+        Config::new(
+            "(a') bare model, forward + backward",
+            1,
+            "a'",
+            bare_forward(&model, &batch),
+        ),
+    ];
+    configs.push(Config::new(
+        "(h) two bare half-batch steps at once, no DataParallel",
+        2,
+        "a",
+        ceiling(&model, &batch),
+    ));
+    configs.extend(dp_configs(
+        &model,
+        "(b) DataParallel, 1 replica on the host",
+        host,
+        vec![host.clone()],
+        &batch,
+        true,
+    ));
+    configs.extend(dp_configs(
+        &model,
+        "(c) DataParallel, 2 replicas on the host's device",
+        host,
+        vec![host.clone(); 2],
+        &batch,
+        true,
+    ));
+    configs.extend(dp_configs(
+        &model,
+        "(x) DataParallel, 2 replicas off the host",
+        other,
+        vec![host.clone(); 2],
+        &batch_off,
+        false,
+    ));
+    let (m1, m2, m3) = (model.clone(), model.clone(), model.clone());
+    let (h2, h3) = (host.clone(), host.clone());
+    let per_device = plan.batch / 2;
+    configs.push(Config::new(
+        "(L-a) Learner, bare model",
+        1,
+        "L-a",
+        move |_| learner_epoch(m1.clone(), None, plan.batch, items),
+    ));
+    configs.push(Config::new(
+        "(L-c) Learner, DataParallel",
+        2,
+        "L-a",
+        move |_| {
+            let dp = DataParallel::new(m2.clone(), vec![h2.clone(); 2]).expect("CPU devices");
+            learner_epoch(dp, None, plan.batch, items)
+        },
+    ));
+    configs.push(Config::new(
+        "(L-d) Learner, Burn's multi-device strategy",
+        2,
+        "L-a",
+        move |_| {
+            let strategy = ExecutionStrategy::MultiDevice(
+                vec![h3.clone(); 2],
+                MultiDeviceOptim::OptimMainDevice,
+            );
+            learner_epoch(m3.clone(), Some(strategy), per_device, items)
+        },
+    ));
+
+    // One warm-up step each, then the rounds, interleaved.
+    for config in &mut configs {
+        if !config.run.starts_with("(L") {
+            (config.step)(1);
+        }
+    }
+    for _ in 0..plan.rounds {
+        for config in &mut configs {
+            ALLOC.reset_peak();
+            let cpu_start = memory::cpu_seconds().unwrap_or(0.0);
+            let start = Instant::now();
+            let samples = (config.step)(plan.steps);
+            let rate = samples as f64 / start.elapsed().as_secs_f64();
+            let cpu = memory::cpu_seconds().unwrap_or(0.0) - cpu_start;
+            config.rates.push(rate);
+            config.cpu.push(cpu / samples as f64);
+            config.peak_heap = config.peak_heap.max(ALLOC.peak_bytes());
+        }
+    }
+
+    println!(
+        "\n### {name}: {} parameters, global batch {}, {} steps x {} rounds\n",
+        Module::num_params(&model),
+        plan.batch,
+        plan.steps,
+        plan.rounds
+    );
+    println!(
+        "| run | replicas | samples/s | against | CPU time per sample, against | bytes moved per step | lower bound | peak heap MiB |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
+    let baseline = |name: &str| {
+        configs
+            .iter()
+            .find(|c| c.run.starts_with(&format!("({name})")))
+            .map_or((1.0, 1.0), |c| (c.median(), median(&c.cpu)))
+    };
+    for config in &configs {
+        let (rate, cpu) = (config.median(), median(&config.cpu));
+        let (base_rate, base_cpu) = baseline(config.baseline);
+        let bytes = config
+            .traffic
+            .as_ref()
+            .map_or("-".to_string(), |t| format!("{:.1} MB", t() as f64 / 1e6));
+        let bound = config
+            .bound
+            .map_or("-".to_string(), |b| format!("{:.1} MB", b as f64 / 1e6));
+        println!(
+            "| {} | {} | {:.1} | {:.3}x ({}) | {:.3}x | {} | {} | {:.1} |",
+            config.run,
+            config.replicas,
+            rate,
+            rate / base_rate,
+            config.baseline,
+            cpu / base_cpu,
+            bytes,
+            bound,
+            config.peak_heap as f64 / 1048576.0
+        );
+    }
+}
+
+fn main() -> ExitCode {
+    let quick = std::env::args().any(|arg| arg == "--quick");
+    let host = DispatchDevice::NdArray(NdArrayDevice::Cpu);
+    let other = DispatchDevice::Flex(FlexDevice);
+    println!(
+        "throughput on {} CPU cores; ops on {host:?}, one thread each; the (x) rows keep the \
+         template on {other:?}{}",
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        if quick {
+            "; quick run (one round, few steps): for trying the program, not for figures"
+        } else {
+            ""
+        }
+    );
+    let (conv, mlp) = if quick {
+        (
+            Plan {
+                batch: 16,
+                steps: 1,
+                rounds: 1,
+            },
+            Plan {
+                batch: 64,
+                steps: 1,
+                rounds: 1,
+            },
+        )
+    } else {
+        (
+            Plan {
+                batch: 32,
+                steps: 2,
+                rounds: 5,
+            },
+            Plan {
+                batch: 128,
+                steps: 3,
+                rounds: 5,
+            },
+        )
+    };
+    measure(
+        "Compute-bound ConvNet",
+        ConvNet::<B>::new(104, &host),
+        &host,
+        &other,
+        &conv,
+    );
+    measure(
+        "Parameter-heavy WideMlp",
+        WideMlp::<B>::new(3 * SIDE * SIDE, 3_000, &host),
+        &host,
+        &other,
+        &mlp,
+    );
+    ExitCode::SUCCESS
+}
