@@ -71,6 +71,31 @@ mod transfer;
 #[path = "private.rs"]
 pub mod __private;
 
+/// The guide's pages in `docs/` and the README, compiled and run as doctests so that their
+/// examples stay true.
+#[cfg(doctest)]
+mod guide {
+    #[doc = include_str!("../../../README.md")]
+    struct Readme;
+    #[doc = include_str!("../../../docs/getting-started.md")]
+    struct GettingStarted;
+    #[doc = include_str!("../../../docs/how-it-works.md")]
+    struct HowItWorks;
+    #[doc = include_str!("../../../docs/migrating.md")]
+    struct Migrating;
+    #[doc = include_str!("../../../docs/state-and-randomness.md")]
+    struct StateAndRandomness;
+    #[doc = include_str!("../../../docs/saving-and-loading.md")]
+    struct SavingAndLoading;
+    #[doc = include_str!("../../../docs/choosing-the-host.md")]
+    struct ChoosingTheHost;
+    #[doc = include_str!("../../../docs/faq.md")]
+    struct Faq;
+    #[cfg(feature = "cuda")]
+    #[doc = include_str!("../../../docs/cuda.md")]
+    struct Cuda;
+}
+
 pub use burn_data_parallel_derive::{Gather, Scatter};
 #[cfg(feature = "cuda")]
 pub use cuda::{CudaDevices, cuda_devices, cuda_driver_present};
