@@ -19,6 +19,24 @@ fn worst(errors: impl IntoIterator<Item = f32>) -> f32 {
     errors.into_iter().fold(0.0, f32::max)
 }
 
+/// The relative error of every parameter's gradient in `actual` (of `dp`'s template) against
+/// `expected` (of `bare`).
+fn gradient_errors<B: AutodiffBackend>(
+    template: &Mlp<B>,
+    actual: &GradientsParams,
+    bare: &Mlp<B>,
+    expected: &GradientsParams,
+) -> Result<Vec<f32>, String> {
+    gradients(template, actual)
+        .iter()
+        .zip(&gradients(bare, expected))
+        .map(|((_, a), (_, e))| match (a, e) {
+            (Some(a), Some(e)) => Ok(relative_error(a, e)),
+            _ => Err("a parameter has no gradient".to_string()),
+        })
+        .collect()
+}
+
 /// A model built on `host` and the bare copy of it moved to `reference`.
 fn pair<B: AutodiffBackend>(host: &B::Device, reference: &B::Device) -> (Mlp<B>, Mlp<B>) {
     let model = initialised(Mlp::<B>::new(5, 3, host));
@@ -42,15 +60,7 @@ pub fn forward_and_gradients<B: AutodiffBackend>(
     let mut errors = vec![relative_error(&actual.to_data(), &expected.to_data())];
     let expected = GradientsParams::from_grads(expected.powi_scalar(2).mean().backward(), &bare);
     let actual = GradientsParams::from_grads(actual.powi_scalar(2).mean().backward(), &dp);
-    for ((_, a), (_, e)) in gradients(dp.template(), &actual)
-        .iter()
-        .zip(&gradients(&bare, &expected))
-    {
-        let (Some(a), Some(e)) = (a, e) else {
-            return Err("a parameter has no gradient".to_string());
-        };
-        errors.push(relative_error(a, e));
-    }
+    errors.extend(gradient_errors(dp.template(), &actual, &bare, &expected)?);
     Ok(worst(errors))
 }
 
@@ -73,15 +83,12 @@ pub fn train_step<B: AutodiffBackend>(
             &expected.item.output.to_data(),
         ),
     ];
-    for ((_, a), (_, e)) in gradients(dp.template(), &actual.grads)
-        .iter()
-        .zip(&gradients(&bare, &expected.grads))
-    {
-        let (Some(a), Some(e)) = (a, e) else {
-            return Err("a parameter has no gradient".to_string());
-        };
-        errors.push(relative_error(a, e));
-    }
+    errors.extend(gradient_errors(
+        dp.template(),
+        &actual.grads,
+        &bare,
+        &expected.grads,
+    )?);
     Ok(worst(errors))
 }
 

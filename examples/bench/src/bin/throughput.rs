@@ -127,8 +127,6 @@ fn median(values: &[f64]) -> f64 {
     values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
-impl Config<'_> {}
-
 /// A training-step loop of the bare model (`TrainStep`).
 fn bare_step<'a, M: Measured>(
     model: &M,
