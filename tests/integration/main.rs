@@ -8,4 +8,5 @@ mod keras_forward;
 mod learner;
 mod properties;
 mod records;
+mod remote;
 mod traffic;

@@ -5,6 +5,7 @@
 
 pub mod exactness;
 pub mod learner;
+pub mod remote;
 
 use burn::backend::flex::FlexDevice;
 use burn::backend::ndarray::NdArrayDevice;

@@ -14,7 +14,9 @@ use crate::replica::{Job, Workers, run_replicas};
 use crate::scatter::{Scatter, batch_size, scatter};
 use crate::split::SplitPlan;
 use crate::state::{collect_state, settle_shared_state, write_state};
-use crate::transfer::{Direction, Traffic, TrafficCounter, count, counting, module_bytes};
+use crate::transfer::{
+    Direction, Replicate, Traffic, TrafficCounter, count, counting, module_bytes, replicate,
+};
 
 /// A module replicated over several devices: each batch is split along dim 0, every replica
 /// runs on its shard in its own thread, and the outputs are merged back into one batch on the
@@ -100,7 +102,7 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
     #[must_use]
     pub fn with_host(self, host: B::Device) -> Self {
         Self {
-            template: self.template.fork(&host),
+            template: replicate(self.template, &host, Replicate::Forked),
             host,
             ..self
         }
@@ -190,18 +192,27 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
     /// split, [`ReplicaPanicked`](crate::DataParallelError::ReplicaPanicked) when `forward`
     /// panics on a replica (every replica is joined first and the template is unchanged), and
     /// [`Gather`](crate::DataParallelError::Gather) when the outputs cannot be merged.
+    ///
+    /// With replicas on Burn servers (feature `remote`):
+    /// [`DeviceLost`](crate::DataParallelError::DeviceLost) when a server no longer answers,
+    /// checked before anything moves, and
+    /// [`DifferentiableRemoteForward`](crate::DataParallelError::DifferentiableRemoteForward)
+    /// when the output could be differentiated: on remote devices, this path is for inference
+    /// (call it on `.valid()`), and training goes through `try_train_step`.
     pub fn try_forward<I, O, F>(&self, input: I, forward: F) -> Result<O>
     where
         I: Scatter<B> + Send,
         O: Gather<B> + Send,
         F: Fn(&M, I) -> O + Sync,
     {
+        #[cfg(feature = "remote")]
+        crate::remote::check_forward_untracked(&self.template, &self.devices)?;
         let plan = self.plan(&input)?;
         let _counting = counting(&self.traffic);
         // Replicas share the template's running state; keep its value to restore on failure.
         let state_before = collect_state(&self.template);
         let jobs = self.jobs(&plan, &input, |template, device| {
-            template.clone().to_device(device)
+            replicate(template.clone(), device, Replicate::Linked)
         });
         join_graphs(&jobs, &self.host);
         let outputs = run_replicas(&self.workers, jobs, &|replica: M, shard, _: &B::Device| {
@@ -219,18 +230,27 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
     }
 
     /// How `input` is split over this module's devices.
+    ///
+    /// With the `remote` feature, the servers of the host and of the replicas this plan uses
+    /// are checked first: a lost one is an error here, before any tensor moves, since moving a
+    /// tensor to a lost server panics on the caller's thread.
     pub(crate) fn plan<I: Scatter<B>>(&self, input: &I) -> Result<SplitPlan> {
-        SplitPlan::new(batch_size(input)?, self.devices.len())
+        let plan = SplitPlan::new(batch_size(input)?, self.devices.len())?;
+        #[cfg(feature = "remote")]
+        crate::remote::lost::check_servers::<B>(
+            core::iter::once(&self.host).chain(&self.devices[..plan.len()]),
+        )?;
+        Ok(plan)
     }
 
-    /// One job per shard of `plan`: what `replicate` makes of the template for the shard's
+    /// One job per shard of `plan`: what `make_replica` makes of the template for the shard's
     /// device, and the shard of `input`. Counts the template's bytes as sent to every replica
     /// off the host.
     pub(crate) fn jobs<'a, I, R>(
         &'a self,
         plan: &SplitPlan,
         input: &I,
-        replicate: impl Fn(&M, &B::Device) -> R,
+        make_replica: impl Fn(&M, &B::Device) -> R,
     ) -> Vec<Job<'a, R, I, B::Device>>
     where
         I: Scatter<B>,
@@ -246,7 +266,7 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
                     count(Direction::ToReplica, bytes);
                 }
                 Job {
-                    replica: replicate(&self.template, device),
+                    replica: make_replica(&self.template, device),
                     shard,
                     device,
                     rows: rows.clone(),

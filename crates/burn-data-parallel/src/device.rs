@@ -34,6 +34,14 @@ pub fn check_devices<B: Backend>(devices: &[B::Device]) -> Result<()> {
 
 fn check_device<B: Backend>(device: &B::Device) -> Result<()> {
     let id = device.id();
+    // A remote device is an address: available when a server answers there.
+    #[cfg(feature = "remote")]
+    if let Some(answered) = crate::remote::server::accepts_connections(device) {
+        return answered.map_err(|why| DataParallelError::DeviceUnavailable {
+            device: format!("{device:?}"),
+            available: why,
+        });
+    }
     // A CUDA device without a driver: say so without letting Burn's runtime panic first.
     #[cfg(feature = "cuda")]
     if let Some(reason) = crate::cuda::missing_driver(device) {

@@ -81,6 +81,35 @@ pub enum DataParallelError {
         message: String,
     },
 
+    /// The connection to a remote device's server was lost (feature `remote`): it stopped, or
+    /// the network between here and there failed. The template is unchanged.
+    #[error(
+        "the connection to device {device} was lost: {reason}. Burn cannot reconnect to it from \
+         this process: build the DataParallel again without it"
+    )]
+    DeviceLost {
+        /// The device, as its `Debug` form.
+        device: String,
+        /// What failed, in words.
+        reason: String,
+    },
+
+    /// The Keras-style [`forward`](crate::DataParallel::forward) was asked for a result that
+    /// could be differentiated, with replicas on Burn servers (feature `remote`).
+    ///
+    /// Its backward pass would move gradients with Burn's own transfers, several from one server
+    /// at once, which Burn 0.21's remote client mixes up.
+    #[error(
+        "a differentiable forward over remote device {device} is not supported with Burn 0.21: \
+         its backward pass would start several transfers from one server at once, which Burn \
+         0.21's remote client mixes up. Train with `try_train_step` or Burn's Learner (they move \
+         gradients one at a time), and call `forward` on `.valid()` for inference"
+    )]
+    DifferentiableRemoteForward {
+        /// The first remote device, as its `Debug` form.
+        device: String,
+    },
+
     /// The operating system refused to start the replicas' worker threads.
     #[error("could not start the {threads} worker threads of the replicas: {message}")]
     ThreadSpawn {

@@ -19,6 +19,7 @@ use burn::tensor::{Tensor, backend::Backend};
 
 use crate::replica::Job;
 use crate::scatter::Scatter;
+use crate::transfer::{Direction, move_to};
 
 /// Joins the autodiff graphs of every float parameter and every float input tensor of the
 /// `jobs`, on `host`. Does nothing on a backend without autodiff.
@@ -58,12 +59,8 @@ impl<B: Backend> Anchors<'_, B> {
             return;
         }
         let first = flat.narrow(0, 0, 1);
-        let first = if first.device() == *self.host {
-            first
-        } else {
-            first.to_device(self.host)
-        };
-        self.anchors.push(first);
+        self.anchors
+            .push(move_to(first, self.host, Direction::Bookkeeping));
     }
 }
 

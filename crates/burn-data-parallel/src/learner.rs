@@ -16,12 +16,12 @@ use crate::gradients::{sum_gradients, weighted_on_host};
 use crate::replica::run_replicas;
 use crate::scatter::Scatter;
 use crate::state::{collect_state, write_state};
-use crate::transfer::counting;
+use crate::transfer::{Replicate, counting, replicate};
 
 impl<B, M> TrainStep for DataParallel<B, M>
 where
     B: AutodiffBackend,
-    M: AutodiffModule<B> + TrainStep,
+    M: AutodiffModule<B> + TrainStep + 'static,
     M::Input: Scatter<B>,
     M::Output: Gather<B>,
 {
@@ -43,7 +43,7 @@ where
 impl<B, M> DataParallel<B, M>
 where
     B: AutodiffBackend,
-    M: AutodiffModule<B> + TrainStep,
+    M: AutodiffModule<B> + TrainStep + 'static,
     M::Input: Scatter<B>,
     M::Output: Gather<B>,
 {
@@ -72,28 +72,45 @@ where
     /// The input errors of [`try_forward`](Self::try_forward),
     /// [`ReplicaPanicked`](crate::DataParallelError::ReplicaPanicked) when a replica's step
     /// panics, and [`Gather`](crate::DataParallelError::Gather) when items cannot be merged.
+    /// With replicas on Burn servers (feature `remote`),
+    /// [`DeviceLost`](crate::DataParallelError::DeviceLost) when a server is lost, before the
+    /// step or during it (see `docs/scale-out.md` for what a loss during a step leaves behind).
     /// On error, the template (weights and running state) is unchanged.
     pub fn try_train_step(&self, input: M::Input) -> Result<TrainOutput<M::Output>> {
         let plan = self.plan(&input)?;
         let _counting = counting(&self.traffic);
-        let weights = self.reduction.gradient_weights(plan.weights());
+        let shares = plan.weights();
+        let weights = self.reduction.gradient_weights(shares.clone());
         // `valid()` gives each replica running state of its own (clones would share the
         // template's). The rest happens on each replica's worker, in parallel: `fork` makes
         // fresh leaves on the replica's device, and the gradients come back weighted.
-        let jobs = self.jobs(&plan, &input, |template, _| template.valid());
-        let jobs = jobs
+        let jobs = self.jobs(&plan, &input, |template, _| M::from_inner(template.valid()));
+        let jobs: Vec<_> = jobs
             .into_iter()
             .zip(weights)
             .map(|(job, weight)| job.map_replica(|replica| (replica, weight)))
             .collect();
-        let (host, traffic) = (&self.host, &self.traffic);
-        let results = run_replicas(&self.workers, jobs, &|(inner, weight), shard, device| {
-            let _counting = counting(traffic);
-            let replica = M::from_inner(inner).fork(device);
+        let (host, traffic) = (self.host.clone(), self.traffic.clone());
+        let work = move |(replica, weight): (M, f64), shard: M::Input, device: &B::Device| {
+            let _counting = counting(&traffic);
+            let replica = replicate(replica, device, Replicate::Forked);
             let output = replica.step(shard);
-            let grads = weighted_on_host(&replica, output.grads, weight, host);
+            let grads = weighted_on_host(&replica, output.grads, weight, &host);
             (grads, output.item, collect_state(&replica))
-        })?;
+        };
+        // Replicas on Burn servers run on threads that survive the loss of their server.
+        #[cfg(feature = "remote")]
+        let results = if self
+            .devices
+            .iter()
+            .any(|device| crate::remote::is_remote(device))
+        {
+            crate::remote::lost::run_watched::<B, _, _, _, _>(jobs, std::sync::Arc::new(work))?
+        } else {
+            run_replicas(&self.workers, jobs, &work)?
+        };
+        #[cfg(not(feature = "remote"))]
+        let results = run_replicas(&self.workers, jobs, &work)?;
 
         let mut grads = Vec::with_capacity(results.len());
         let mut items = Vec::with_capacity(results.len());
@@ -105,7 +122,7 @@ where
         }
         let item = M::Output::gather(items, &self.gather_context(&plan))?;
         let grads = sum_gradients(&self.template, grads);
-        write_state(&self.template, states, &plan.weights(), &self.host);
+        write_state(&self.template, states, &shares, &self.host);
         Ok(TrainOutput { grads, item })
     }
 }

@@ -44,6 +44,13 @@
 //!   `#[gather(mean | sum | first | skip)]` on fields.
 //! - [`SplitPlan`]: which rows go to which replica.
 //! - [`Reduction`]: how the inner model's loss is reduced, which decides gradient weights.
+//!
+//! # Features
+//!
+//! - `train` (default): Burn's `Learner` support (`TrainStep`, `InferenceStep`).
+//! - `cuda`: Burn's CUDA backend and `DataParallel::gpus`.
+//! - `remote`: replicas on Burn servers through Burn's remote backend; see
+//!   `docs/scale-out.md` for what it supports and Burn 0.21's limits.
 #![deny(missing_docs)]
 
 #[cfg(feature = "cuda")]
@@ -59,6 +66,8 @@ mod graph;
 mod learner;
 mod module;
 mod reduce;
+#[cfg(feature = "remote")]
+mod remote;
 mod replica;
 mod scatter;
 mod split;
@@ -94,6 +103,9 @@ mod guide {
     #[cfg(feature = "cuda")]
     #[doc = include_str!("../../../docs/cuda.md")]
     struct Cuda;
+    #[cfg(feature = "remote")]
+    #[doc = include_str!("../../../docs/scale-out.md")]
+    struct ScaleOut;
 }
 
 pub use burn_data_parallel_derive::{Gather, Scatter};

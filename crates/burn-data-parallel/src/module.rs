@@ -14,6 +14,7 @@ use burn::module::{
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use crate::data_parallel::DataParallel;
+use crate::transfer::{Replicate, replicate};
 
 impl<B: Backend, M: Module<B>> Module<B> for DataParallel<B, M> {
     type Record = M::Record;
@@ -30,7 +31,7 @@ impl<B: Backend, M: Module<B>> Module<B> for DataParallel<B, M> {
     /// Moves the template to `device`, which becomes the host.
     fn to_device(self, device: &B::Device) -> Self {
         Self {
-            template: self.template.to_device(device),
+            template: replicate(self.template, device, Replicate::Linked),
             host: device.clone(),
             ..self
         }

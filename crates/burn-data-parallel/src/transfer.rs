@@ -85,6 +85,8 @@ impl Drop for CountingGuard {
 pub(crate) enum Direction {
     ToReplica,
     ToHost,
+    /// The crate's own bookkeeping (one element per tensor), not counted.
+    Bookkeeping,
 }
 
 /// Adds `bytes` to the count of `direction` of the call running on this thread, if any.
@@ -94,6 +96,7 @@ pub(crate) fn count(direction: Direction, bytes: u64) {
             let total = match direction {
                 Direction::ToReplica => &counter.to_replicas,
                 Direction::ToHost => &counter.to_host,
+                Direction::Bookkeeping => return,
             };
             total.fetch_add(bytes, Ordering::Relaxed);
         }
@@ -118,6 +121,13 @@ where
         return tensor;
     }
     count(direction, tensor_bytes(&tensor));
+    #[cfg(feature = "remote")]
+    if crate::remote::is_remote(device) {
+        let from = tensor.device();
+        return crate::remote::transfer::one_at_a_time::<B, _>(&from, device, || {
+            tensor.to_device(device)
+        });
+    }
     let tensor: Box<dyn Any> = Box::new(tensor);
     match tensor.downcast::<Tensor<B, D, Bool>>() {
         Ok(mask) => {
@@ -154,4 +164,33 @@ pub(crate) fn module_bytes<B: Backend, M: Module<B>>(module: &M) -> u64 {
     let mut bytes = Bytes(0);
     module.visit(&mut bytes);
     bytes.0
+}
+
+/// How a module is brought to a replica's device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Replicate {
+    /// `to_device`: linked to the original in the autodiff graph (the Keras-style path).
+    Linked,
+    /// `fork`: fresh leaves of its own (the per-replica training path).
+    Forked,
+}
+
+/// `module` on `device`, linked or forked. On a remote device the parameters move one at a
+/// time (see the `remote` module); elsewhere this is Burn's own `to_device` or `fork`.
+pub(crate) fn replicate<B: Backend, M: Module<B>>(
+    module: M,
+    device: &B::Device,
+    how: Replicate,
+) -> M {
+    #[cfg(feature = "remote")]
+    if crate::remote::is_remote(device) {
+        return module.map(&mut crate::remote::transfer::MoveParams::<B> {
+            device,
+            fork: how == Replicate::Forked,
+        });
+    }
+    match how {
+        Replicate::Linked => module.to_device(device),
+        Replicate::Forked => module.fork(device),
+    }
 }

@@ -112,7 +112,9 @@ fn measure<M>(
     gpus: &[DispatchDevice],
     steps: usize,
 ) where
-    M: AutodiffModule<B> + TrainStep<Input = ImageBatch<B>, Output = ClassificationOutput<B>>,
+    M: AutodiffModule<B>
+        + TrainStep<Input = ImageBatch<B>, Output = ClassificationOutput<B>>
+        + 'static,
 {
     let n = batch.images.dims()[0];
     let gpu0 = &gpus[0];

@@ -1,0 +1,115 @@
+//! Whether a Burn server answers for a remote device.
+
+use std::any::Any;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use burn::backend::remote::RemoteDevice;
+use burn::tensor::backend::Backend;
+
+/// How long a check waits for a server to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long a check waits for a server to finish its queued work and answer.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `Some(Ok(()))` when `device` is a remote device whose server accepts connections,
+/// `Some(Err(why))` when it is one that does not, `None` for other devices.
+pub(crate) fn accepts_connections(device: &dyn Any) -> Option<Result<(), String>> {
+    let device = device.downcast_ref::<RemoteDevice>()?;
+    let host_port = host_port(device);
+    let answered = host_port
+        .to_socket_addrs()
+        .map_err(|error| format!("cannot resolve {host_port}: {error}"))
+        .and_then(|mut addresses| {
+            let address = addresses
+                .next()
+                .ok_or_else(|| format!("{host_port} resolves to no address"))?;
+            TcpStream::connect_timeout(&address, CONNECT_TIMEOUT)
+                .map(drop)
+                .map_err(|error| format!("no Burn server answers at {address}: {error}"))
+        });
+    Some(answered)
+}
+
+/// `Ok(())` when `device` is not remote, or when its server accepts connections and this
+/// process's connection to it still works; `Err(why)` otherwise.
+///
+/// The second half syncs the device through Burn's client. Either way the device is synced,
+/// which also wakes any thread waiting on a connection that was lost: the client then fails
+/// every pending request instead of waiting for answers that will not come.
+pub(crate) fn probe<B: Backend>(device: &B::Device) -> Result<(), String> {
+    let Some(accepts) = accepts_connections(device) else {
+        return Ok(());
+    };
+    if let Err(why) = accepts {
+        wake::<B>(device);
+        return Err(why);
+    }
+    sync_within::<B>(device.clone(), SYNC_TIMEOUT)
+}
+
+/// Syncs `device` on a thread of its own, waiting at most `limit` for the answer.
+fn sync_within<B: Backend>(device: B::Device, limit: Duration) -> Result<(), String> {
+    let (sender, receiver) = mpsc::channel();
+    let started = thread::Builder::new()
+        .name("dp-remote-probe".to_string())
+        .spawn(move || {
+            let _ = sender.send(B::sync(&device).map_err(|error| one_line(&error.to_string())));
+        });
+    if let Err(error) = started {
+        return Err(format!(
+            "could not start a thread to reach the server: {error}"
+        ));
+    }
+    match receiver.recv_timeout(limit) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(error)) => Err(format!("the connection to the server was lost ({error})")),
+        Err(_) => Err(format!("the server did not answer within {limit:?}")),
+    }
+}
+
+/// Wakes whatever waits on `device`'s connection, without waiting for the answer.
+pub(crate) fn wake<B: Backend>(device: &B::Device) {
+    let device = device.clone();
+    let _ = thread::Builder::new()
+        .name("dp-remote-wake".to_string())
+        .spawn(move || {
+            let _ = B::sync(&device);
+        });
+}
+
+/// `text` with its line breaks and indentation folded into single spaces.
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// `host:port` of a remote device's address.
+fn host_port(device: &RemoteDevice) -> String {
+    // `RemoteDevice` keeps its address private; its `Debug` form carries it.
+    let text = format!("{device:?}");
+    let address = text
+        .split("inner: \"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_default();
+    address
+        .split("://")
+        .nth(1)
+        .unwrap_or(address)
+        .trim_end_matches('/')
+        .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_address_is_read_from_the_device() {
+        let device = RemoteDevice::new("ws://10.1.2.3:3000");
+        assert_eq!(host_port(&device), "10.1.2.3:3000");
+    }
+}

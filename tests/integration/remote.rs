@@ -1,0 +1,259 @@
+//! Replicas on Burn servers (feature `remote`): servers started in this process on 127.0.0.1,
+//! Flex behind them, against the bare model on a local Flex device.
+
+use std::time::{Duration, Instant};
+
+use burn::backend::{Autodiff, Flex, RemoteBackend};
+use burn::module::{AutodiffModule, Module};
+use burn::optim::{AdamConfig, Optimizer};
+use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
+use burn::tensor::{Tensor, TensorData};
+use burn::train::TrainStep;
+use burn_data_parallel::{DataParallel, DataParallelError};
+use burn_data_parallel_tests::learner::{ClassBatch, ClassBatcher, class_items};
+use burn_data_parallel_tests::remote::{Server, StopsItsServer, doom, within};
+use burn_data_parallel_tests::*;
+
+use burn::data::dataloader::batcher::Batcher;
+
+type Remote = Autodiff<RemoteBackend>;
+type Local = Autodiff<Flex>;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+/// The same model on the local device and on `host` (a server): same weights, same ids.
+fn models(host: &burn::backend::remote::RemoteDevice) -> (Mlp<Local>, Mlp<Remote>) {
+    let local = initialised(Mlp::<Local>::new(5, 3, &Default::default()));
+    let recorder = BinBytesRecorder::<FullPrecisionSettings>::new();
+    let bytes = recorder
+        .record(local.clone().into_record(), ())
+        .expect("a record");
+    let record = recorder
+        .load(bytes, host)
+        .expect("the record loads on the server");
+    let remote = Mlp::<Remote>::new(5, 3, host).load_record(record);
+    (bare_copy(&local), remote)
+}
+
+fn data<const D: usize>(tensor: &Tensor<impl burn::tensor::backend::Backend, D>) -> TensorData {
+    tensor.to_data()
+}
+
+#[test]
+fn forward_and_gradients_equal_the_bare_models() {
+    within(LIMIT, || {
+        let servers: Vec<Server> = (0..3).map(|_| Server::start()).collect();
+        let host = servers[0].device();
+        let (bare, model) = models(&host);
+        let dp = DataParallel::new(model, vec![servers[1].device(), servers[2].device()])
+            .expect("the servers answer");
+
+        // Inference: the Keras-style forward on the inner (non-autodiff) modules.
+        let x = random::<Flex, 2>([7, 5], 3, &Default::default());
+        let expected = bare.valid().forward(x.clone());
+        let x = Tensor::<RemoteBackend, 2>::from_data(x.to_data(), &host);
+        let actual = dp
+            .valid()
+            .try_forward(x, |m, x| m.forward(x))
+            .expect("a forward pass");
+        assert_close(&data(&actual), &data(&expected), 1e-5, "outputs");
+
+        // Training: the per-replica step's gradients.
+        let items = class_items(7, 5, 3);
+        let expected = TrainStep::step(
+            &bare,
+            ClassBatcher.batch(items.clone(), &Default::default()),
+        );
+        let actual = dp
+            .try_train_step(ClassBatcher.batch(items, &host))
+            .expect("a training step");
+        assert_close(
+            &data(&actual.item.loss),
+            &data(&expected.item.loss),
+            1e-5,
+            "loss",
+        );
+        let expected = gradients(&bare, &expected.grads);
+        for ((id, a), (_, e)) in gradients(dp.template(), &actual.grads)
+            .iter()
+            .zip(&expected)
+        {
+            let (a, e) = (a.as_ref().expect("grad"), e.as_ref().expect("grad"));
+            assert_close(a, e, 1e-5, &format!("gradient of {id}"));
+        }
+    });
+}
+
+#[test]
+fn a_differentiable_keras_style_forward_over_servers_is_refused() {
+    within(LIMIT, || {
+        let servers: Vec<Server> = (0..2).map(|_| Server::start()).collect();
+        let host = servers[0].device();
+        let model = Mlp::<Remote>::new(5, 3, &host);
+        let dp = DataParallel::new(model, vec![servers[1].device()]).expect("the server answers");
+        let x = Tensor::<Remote, 2>::from_data(TensorData::zeros::<f32, _>([2, 5]), &host);
+        let error = dp.try_forward(x, |m, x| m.forward(x)).expect_err("refused");
+        assert_eq!(
+            error,
+            DataParallelError::DifferentiableRemoteForward {
+                device: format!("{:?}", servers[1].device())
+            }
+        );
+    });
+}
+
+#[test]
+fn ten_adam_steps_on_the_learner_path_reach_the_bare_models_weights() {
+    within(LIMIT, || {
+        let servers: Vec<Server> = (0..3).map(|_| Server::start()).collect();
+        let host = servers[0].device();
+        let (mut bare, model) = models(&host);
+        let mut dp = DataParallel::new(model, vec![servers[1].device(), servers[2].device()])
+            .expect("the servers answer");
+        let (mut bare_optim, mut dp_optim) = (AdamConfig::new().init(), AdamConfig::new().init());
+        for step in 0..10 {
+            let items = class_items(9 + step, 5, 3);
+            let batch: ClassBatch<Local> = ClassBatcher.batch(items.clone(), &Default::default());
+            let output = TrainStep::step(&bare, batch);
+            bare = bare_optim.step(1e-2, bare, output.grads);
+            let output = dp
+                .try_train_step(ClassBatcher.batch(items, &host))
+                .expect("a training step");
+            dp = dp_optim.step(1e-2, dp, output.grads);
+        }
+        let actual = float_params(dp.template());
+        for ((id, a), (_, e)) in actual.iter().zip(&float_params(&bare)) {
+            assert_close(a, e, 1e-5, &format!("parameter {id}"));
+        }
+        assert_eq!(dp.template().devices(), vec![host]);
+    });
+}
+
+#[test]
+fn a_server_that_is_not_there_is_an_unavailable_device() {
+    within(LIMIT, || {
+        let mut server = Server::start();
+        let device = server.device();
+        server.stop();
+        let local = Server::start();
+        let model = Mlp::<Remote>::new(5, 3, &local.device());
+        let error = DataParallel::new(model, vec![device]).expect_err("no server");
+        let DataParallelError::DeviceUnavailable { available, .. } = &error else {
+            panic!("expected DeviceUnavailable, got {error:?}");
+        };
+        assert!(
+            available.starts_with("no Burn server answers at 127.0.0.1:"),
+            "{error}"
+        );
+    });
+}
+
+#[test]
+fn a_server_stopped_between_steps_is_a_lost_device_and_the_template_stays() {
+    within(LIMIT, || {
+        let mut servers: Vec<Server> = (0..3).map(|_| Server::start()).collect();
+        let host = servers[0].device();
+        let (_, model) = models(&host);
+        let lost = servers[2].device();
+        let dp = DataParallel::new(model, vec![servers[1].device(), lost.clone()])
+            .expect("the servers answer");
+        let batch = || ClassBatcher.batch(class_items(8, 5, 3), &host);
+        dp.try_train_step(batch())
+            .expect("a step while every server runs");
+        let before = float_params(dp.template());
+
+        servers[2].stop();
+        let error = dp
+            .try_train_step(batch())
+            .err()
+            .expect("the stopped server fails the step");
+        let DataParallelError::DeviceLost { device, .. } = &error else {
+            panic!("expected DeviceLost, got {error:?}");
+        };
+        assert_eq!(device, &format!("{lost:?}"));
+        assert_eq!(float_params(dp.template()), before);
+    });
+}
+
+/// Set in the child process that runs [`lost_mid_step_scenario`].
+const SCENARIO: &str = "BURN_DATA_PARALLEL_LOST_MID_STEP";
+
+#[test]
+fn a_server_lost_in_the_middle_of_a_step_is_a_lost_device_and_the_template_stays() {
+    // The replica whose server is lost stops inside the panic hook and holds its lock for the
+    // rest of the process; the test harness takes the hook when it ends, so the scenario runs
+    // in a process of its own.
+    let mut child = std::process::Command::new(std::env::current_exe().expect("this test binary"))
+        .args([
+            "--exact",
+            "remote::lost_mid_step_scenario",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(SCENARIO, "1")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("the scenario's process starts");
+    let deadline = Instant::now() + LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("the scenario's status") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the scenario did not end within {LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        status.success(),
+        "the scenario failed: {status} (its stderr is above)"
+    );
+}
+
+/// Run by the test above in a process of its own: exits 0 when every check passes.
+#[test]
+#[ignore = "run in its own process by a_server_lost_in_the_middle_of_a_step_..."]
+fn lost_mid_step_scenario() {
+    if std::env::var_os(SCENARIO).is_none() {
+        return;
+    }
+    let checks = std::panic::catch_unwind(|| {
+        let servers: Vec<Server> = (0..2).map(|_| Server::start()).collect();
+        let doomed = Server::start();
+        let host = servers[0].device();
+        let (_, model) = models(&host);
+        let model = StopsItsServer { inner: model };
+        let lost = doomed.device();
+        let dp = DataParallel::new(model, vec![servers[1].device(), lost.clone()])
+            .expect("the servers answer");
+        let batch = || ClassBatcher.batch(class_items(8, 5, 3), &host);
+        dp.try_train_step(batch())
+            .expect("a step while every server runs");
+        let before = float_params(dp.template());
+
+        doom(doomed);
+        let started = Instant::now();
+        let error = dp
+            .try_train_step(batch())
+            .err()
+            .expect("the lost server fails the step");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "took {:?}",
+            started.elapsed()
+        );
+        let DataParallelError::DeviceLost { device, .. } = &error else {
+            panic!("expected DeviceLost, got {error:?}");
+        };
+        assert_eq!(device, &format!("{lost:?}"));
+        assert_eq!(float_params(dp.template()), before);
+
+        // The remaining devices still train.
+        let dp = DataParallel::new(dp.into_inner(), vec![servers[1].device()])
+            .expect("the other server answers");
+        dp.try_train_step(batch())
+            .expect("a step without the lost server");
+    });
+    std::process::exit(if checks.is_ok() { 0 } else { 1 });
+}

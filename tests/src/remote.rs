@@ -1,0 +1,118 @@
+//! Burn servers started inside the test process, on 127.0.0.1, for the remote backend's tests.
+
+use std::net::{TcpListener, TcpStream};
+use std::sync::{Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use burn::backend::Flex;
+use burn::backend::remote::RemoteDevice;
+use burn::module::Module;
+use burn::tensor::backend::AutodiffBackend;
+use burn::train::{ClassificationOutput, TrainOutput, TrainStep};
+
+use crate::Mlp;
+use crate::learner::ClassBatch;
+
+/// One Burn server (Flex behind it) on its own Tokio runtime, so that it can be stopped alone.
+pub struct Server {
+    port: u16,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Server {
+    /// Starts a server on a free port and waits until it accepts connections.
+    pub fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_io()
+            .enable_time()
+            .build()
+            .expect("a Tokio runtime");
+        runtime.spawn(burn::server::start_websocket_async::<Flex>(
+            Default::default(),
+            port,
+        ));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the server on port {port} did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            port,
+            runtime: Some(runtime),
+        }
+    }
+
+    /// The remote device this server is.
+    pub fn device(&self) -> RemoteDevice {
+        RemoteDevice::new(&format!("ws://127.0.0.1:{}", self.port))
+    }
+
+    /// Stops the server: its listener and connections close, and its port is free again.
+    pub fn stop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_secs(5));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Runs `body` on its own thread and fails the test if it takes longer than `limit`.
+pub fn within<T: Send + 'static>(limit: Duration, body: impl FnOnce() -> T + Send + 'static) -> T {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = sender.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)));
+    });
+    match receiver.recv_timeout(limit) {
+        Ok(Ok(value)) => value,
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        Err(_) => panic!("timed out after {limit:?}"),
+    }
+}
+
+/// Servers that [`StopsItsServer`] stops when a replica starts its step on their device.
+static DOOMED: Mutex<Vec<Server>> = Mutex::new(Vec::new());
+
+/// Stops `server` as soon as a replica of [`StopsItsServer`] starts a step on its device.
+pub fn doom(server: Server) {
+    DOOMED.lock().expect("the doomed servers").push(server);
+}
+
+/// [`Mlp`]'s classification step, preceded by stopping the replica's own server if it was
+/// given to [`doom`]: the server is lost in the middle of the replica's step.
+#[derive(Module, Debug)]
+pub struct StopsItsServer<B: burn::tensor::backend::Backend> {
+    /// The model.
+    pub inner: Mlp<B>,
+}
+
+impl<B: AutodiffBackend> TrainStep for StopsItsServer<B> {
+    type Input = ClassBatch<B>;
+    type Output = ClassificationOutput<B>;
+
+    fn step(&self, batch: Self::Input) -> TrainOutput<Self::Output> {
+        let device = format!("{:?}", batch.features.device());
+        let mut doomed = DOOMED.lock().expect("the doomed servers");
+        if let Some(found) = doomed
+            .iter()
+            .position(|server| format!("{:?}", server.device()) == device)
+        {
+            doomed.remove(found).stop();
+        }
+        drop(doomed);
+        let item = self.inner.classify(batch);
+        TrainOutput::new(self, item.loss.backward(), item)
+    }
+}
