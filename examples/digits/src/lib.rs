@@ -5,6 +5,8 @@
 pub mod data;
 pub mod model;
 pub mod options;
+#[cfg(feature = "remote")]
+pub mod remote;
 pub mod training;
 
 use training::RunReport;
@@ -27,6 +29,18 @@ pub fn print_table(dp: &RunReport, bare: Option<&RunReport>) {
             speedup,
             100.0 * report.test_accuracy,
             report.wall.as_secs_f64()
+        );
+    }
+    if let Some((traffic, params)) = dp.traffic {
+        let batches = dp.batches.max(1) as f64;
+        println!(
+            "\nDataParallel moved {:.2} MB per batch between the host and the replicas \
+             ({:.2} MB to the replicas, {:.2} MB back); the model has {params} parameters, \
+             {:.2} MB as f32",
+            traffic.total() as f64 / batches / 1e6,
+            traffic.to_replicas as f64 / batches / 1e6,
+            traffic.to_host as f64 / batches / 1e6,
+            params as f64 * 4.0 / 1e6
         );
     }
 }

@@ -13,6 +13,9 @@ pub enum BackendChoice {
     Mixed,
     /// Replicas on CUDA devices 0..n; the template on the Flex CPU device (feature `cuda`).
     Cuda,
+    /// Replicas on Burn servers (`--servers`, or servers started in this process), the
+    /// template on a server in this process (feature `remote`).
+    Remote,
 }
 
 /// What to run.
@@ -34,6 +37,12 @@ pub struct Options {
     pub bare: bool,
     /// Where checkpoints, logs and the saved model go.
     pub artifacts: PathBuf,
+    /// With `--backend remote`: the replicas' servers (`ws://host:port`); none to start local
+    /// ones.
+    pub servers: Vec<String>,
+    /// With `--backend remote`: the port of the server this process starts for the template;
+    /// `None` for any free port.
+    pub host_port: Option<u16>,
 }
 
 impl Default for Options {
@@ -47,6 +56,8 @@ impl Default for Options {
             seed: 42,
             bare: true,
             artifacts: PathBuf::from("artifacts/digits"),
+            servers: Vec::new(),
+            host_port: None,
         }
     }
 }
@@ -58,10 +69,16 @@ Train a small convolutional network on the handwritten digits with DataParallel.
 Usage: cargo run --release -p digits -- [options]
 
 Options:
-  --backend <flex|ndarray|mixed|cuda>  replica devices (default flex: Flex's CPU device, repeated;
+  --backend <flex|ndarray|mixed|cuda|remote>
+                                       replica devices (default flex: Flex's CPU device, repeated;
                                        ndarray: NdArray's; mixed: NdArray and Flex alternating;
                                        cuda: the first N GPUs with the template on the CPU, needs
-                                       --features cuda)
+                                       --features cuda; remote: Burn servers, needs
+                                       --features remote)
+  --servers <URL,URL,...>              with remote: the replicas' servers, ws://host:port each
+                                       (default: start --replicas servers in this process)
+  --host-port <PORT>                   with remote: port of the template's server, started in
+                                       this process (default: any free port)
   --replicas <N>                       number of replicas (default: one per CPU core, or with
                                        --backend cuda every GPU found)
   --epochs <N>                         training epochs (default 8)
@@ -93,9 +110,10 @@ impl Options {
                         "flex" => BackendChoice::Flex,
                         "mixed" => BackendChoice::Mixed,
                         "cuda" => BackendChoice::Cuda,
+                        "remote" => BackendChoice::Remote,
                         other => {
                             return Err(format!(
-                                "unknown backend {other:?}: use ndarray, flex, mixed or cuda"
+                                "unknown backend {other:?}: use ndarray, flex, mixed, cuda or remote"
                             ));
                         }
                     }
@@ -111,6 +129,15 @@ impl Options {
                 }
                 "--no-bare" => options.bare = false,
                 "--artifacts" => options.artifacts = PathBuf::from(value()?),
+                "--servers" => {
+                    options.servers = value()?
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|url| !url.is_empty())
+                        .map(str::to_string)
+                        .collect()
+                }
+                "--host-port" => options.host_port = Some(number(&flag, &value()?)?),
                 other => return Err(format!("unknown option {other:?}\n\n{USAGE}")),
             }
         }

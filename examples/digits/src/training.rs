@@ -11,12 +11,13 @@ use burn::data::dataloader::DataLoaderBuilder;
 use burn::module::{AutodiffModule, Module};
 use burn::optim::AdamConfig;
 use burn::record::{CompactRecorder, FullPrecisionSettings, NamedMpkFileRecorder};
-use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{ElementConversion, Int, Tensor};
 use burn::train::metric::{AccuracyMetric, LossMetric};
+use burn::train::renderer::CliMetricsRenderer;
 use burn::train::{ClassificationOutput, InferenceStep, Learner, SupervisedTraining, TrainStep};
 use burn::{Dispatch, DispatchDevice};
-use burn_data_parallel::DataParallel;
+use burn_data_parallel::{DataParallel, Traffic};
 
 use crate::data::{self, DigitItem, DigitsBatcher, DigitsDataset};
 use crate::model::DigitsNet;
@@ -82,6 +83,11 @@ pub fn devices(options: &Options) -> Result<(DispatchDevice, Vec<DispatchDevice>
             }
             (flex, gpus.into_iter().take(count).collect())
         }
+        BackendChoice::Remote => {
+            return Err(JobError::Failed(
+                "the remote devices are set up by `run`, not here".to_string(),
+            ));
+        }
         #[cfg(not(feature = "cuda"))]
         BackendChoice::Cuda => {
             return Err(JobError::NoGpu(
@@ -104,31 +110,58 @@ pub struct RunReport {
     pub wall: Duration,
     /// Samples processed per second over that run.
     pub samples_per_second: f64,
+    /// Batches processed in that run, training and validation.
+    pub batches: usize,
     /// Accuracy on the held-out test split.
     pub test_accuracy: f64,
+    /// Bytes moved between the host and the replicas per batch, training and validation
+    /// together, and the model's parameter count (data-parallel runs only).
+    pub traffic: Option<(Traffic, usize)>,
 }
 
 /// Runs the whole job and returns the data-parallel run's report and, when asked for, the
 /// bare model's.
 pub fn run(options: &Options) -> Result<(RunReport, Option<RunReport>), JobError> {
+    #[cfg(feature = "remote")]
+    if options.backend == BackendChoice::Remote {
+        let (_servers, host, replicas) = crate::remote::devices(options)?;
+        return run_on::<Autodiff<burn::backend::RemoteBackend>>(options, host, replicas);
+    }
+    #[cfg(not(feature = "remote"))]
+    if options.backend == BackendChoice::Remote {
+        return Err(JobError::Failed(
+            "--backend remote needs the remote feature: \
+             cargo run --release -p digits --features remote -- --backend remote"
+                .to_string(),
+        ));
+    }
+    let (host, replicas) = devices(options)?;
+    run_on::<Train>(options, host, replicas)
+}
+
+/// The job on backend `B`: the template on `host`, the replicas on `replica_devices`.
+fn run_on<B: AutodiffBackend>(
+    options: &Options,
+    host: B::Device,
+    replica_devices: Vec<B::Device>,
+) -> Result<(RunReport, Option<RunReport>), JobError> {
     let items = data::load(&data_path())?;
     let (train_items, test_items) = data::split(items, 0.2, options.seed);
-    let (host, replica_devices) = devices(options)?;
     println!(
         "digits: {} training and {} test images; template on {host:?}; replicas on {replica_devices:?}",
         train_items.len(),
         test_items.len()
     );
 
-    Train::seed(&host, options.seed);
-    let model = DigitsNet::<Train>::new(&host);
+    B::seed(&host, options.seed);
+    let model = DigitsNet::<B>::new(&host);
     let params = model.num_params(); // also creates the lazy weights, so the copy below is equal
-    let bare = DigitsNet::<Train>::from_inner(model.valid());
+    let bare = DigitsNet::<B>::from_inner(model.valid());
     println!("model: {params} parameters");
 
     let replicas = replica_devices.len();
     let dp = DataParallel::new(model, replica_devices).map_err(|e| e.to_string())?;
-    let (trained, dp_report) = train(
+    let (trained, mut dp_report) = train(
         dp,
         "DataParallel",
         replicas,
@@ -137,6 +170,7 @@ pub fn run(options: &Options) -> Result<(RunReport, Option<RunReport>), JobError
         &train_items,
         &test_items,
     )?;
+    dp_report.traffic = Some((trained.traffic(), params));
 
     let bare_report = if options.bare {
         let (_, report) = train(
@@ -159,28 +193,31 @@ pub fn run(options: &Options) -> Result<(RunReport, Option<RunReport>), JobError
 
 /// Trains `model` with the `Learner` (Adam, accuracy and loss, compact checkpoints) and
 /// evaluates it on the test split.
-fn train<M>(
+fn train<B, M>(
     model: M,
     name: &str,
     replicas: usize,
-    host: &DispatchDevice,
+    host: &B::Device,
     options: &Options,
     train_items: &[DigitItem],
     test_items: &[DigitItem],
 ) -> Result<(M::InnerModule, RunReport), String>
 where
-    M: TrainStep<Input = data::DigitsBatch<Train>, Output = ClassificationOutput<Train>>
-        + AutodiffModule<Train>
+    B: AutodiffBackend,
+    M: TrainStep<Input = data::DigitsBatch<B>, Output = ClassificationOutput<B>>
+        + AutodiffModule<B>
         + core::fmt::Display
         + 'static,
-    M::InnerModule:
-        InferenceStep<Input = data::DigitsBatch<Infer>, Output = ClassificationOutput<Infer>>,
+    M::InnerModule: InferenceStep<
+            Input = data::DigitsBatch<B::InnerBackend>,
+            Output = ClassificationOutput<B::InnerBackend>,
+        >,
 {
-    let train_loader = DataLoaderBuilder::<Train, _, _>::new(DigitsBatcher)
+    let train_loader = DataLoaderBuilder::<B, _, _>::new(DigitsBatcher)
         .batch_size(options.batch_size)
         .shuffle(options.seed)
         .build(DigitsDataset(train_items.to_vec()));
-    let test_loader = DataLoaderBuilder::<Infer, _, _>::new(DigitsBatcher)
+    let test_loader = DataLoaderBuilder::<B::InnerBackend, _, _>::new(DigitsBatcher)
         .batch_size(options.batch_size)
         .build(DigitsDataset(test_items.to_vec()));
     let dir = options
@@ -194,16 +231,23 @@ where
 
     println!("\ntraining the {name} for {} epochs ...", options.epochs);
     let start = Instant::now();
-    let result = SupervisedTraining::new(&dir, train_loader, test_loader)
+    let training = SupervisedTraining::new(&dir, train_loader, test_loader)
         .metrics((AccuracyMetric::new(), LossMetric::new()))
         .with_file_checkpointer(CompactRecorder::new())
         .num_epochs(options.epochs)
-        .summary()
-        .launch(Learner::new(
-            model,
-            AdamConfig::new().init(),
-            options.learning_rate,
-        ));
+        .summary();
+    // The terminal UI puts the process's panic hook back when it closes, which would wait
+    // forever after a server is lost mid-step (see docs/scale-out.md): plain lines instead.
+    let training = if options.backend == BackendChoice::Remote {
+        training.renderer(CliMetricsRenderer)
+    } else {
+        training
+    };
+    let result = training.launch(Learner::new(
+        model,
+        AdamConfig::new().init(),
+        options.learning_rate,
+    ));
     let wall = start.elapsed();
 
     let processed = options.epochs * (train_items.len() + test_items.len());
@@ -214,7 +258,11 @@ where
         replicas,
         wall,
         samples_per_second: processed as f64 / wall.as_secs_f64(),
+        batches: options.epochs
+            * (train_items.len().div_ceil(options.batch_size)
+                + test_items.len().div_ceil(options.batch_size)),
         test_accuracy,
+        traffic: None,
     };
     println!(
         "{name}: test accuracy {:.2}%, {:.0} samples/s",
@@ -225,28 +273,29 @@ where
 }
 
 /// Accuracy over `items` and the logits, in item order.
-pub fn evaluate<M>(model: &M, host: &DispatchDevice, items: &[DigitItem]) -> (f64, Tensor<Infer, 2>)
+pub fn evaluate<B, M>(model: &M, host: &B::Device, items: &[DigitItem]) -> (f64, Tensor<B, 2>)
 where
-    M: InferenceStep<Input = data::DigitsBatch<Infer>, Output = ClassificationOutput<Infer>>,
+    B: Backend,
+    M: InferenceStep<Input = data::DigitsBatch<B>, Output = ClassificationOutput<B>>,
 {
-    let batch = burn::data::dataloader::batcher::Batcher::<Infer, _, _>::batch(
+    let batch = burn::data::dataloader::batcher::Batcher::<B, _, _>::batch(
         &DigitsBatcher,
         items.to_vec(),
         host,
     );
     let output = model.step(batch);
     let logits = output.output.to_device(host);
-    let predicted: Tensor<Infer, 1, Int> = logits.clone().argmax(1).squeeze_dim(1);
+    let predicted: Tensor<B, 1, Int> = logits.clone().argmax(1).squeeze_dim(1);
     let targets = output.targets.to_device(host);
-    let correct = predicted.equal(targets).int().sum().into_scalar();
+    let correct: i64 = predicted.equal(targets).int().sum().into_scalar().elem();
     (correct as f64 / items.len() as f64, logits)
 }
 
 /// Saves the template with a Burn recorder, loads the file into a fresh bare model, and
 /// checks that it predicts exactly what the template does.
-fn check_saved_template(
-    template: DigitsNet<Infer>,
-    host: &DispatchDevice,
+fn check_saved_template<B: Backend>(
+    template: DigitsNet<B>,
+    host: &B::Device,
     artifacts: &Path,
     test_items: &[DigitItem],
 ) -> Result<(), String> {
@@ -256,7 +305,7 @@ fn check_saved_template(
         .clone()
         .save_file(&path, &recorder)
         .map_err(|e| format!("cannot save the template: {e}"))?;
-    let reloaded = DigitsNet::<Infer>::new(host)
+    let reloaded = DigitsNet::<B>::new(host)
         .load_file(&path, &recorder, host)
         .map_err(|e| format!("cannot load {}: {e}", path.display()))?;
 
