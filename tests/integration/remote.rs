@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use burn::backend::{Autodiff, Flex, RemoteBackend};
-use burn::module::{AutodiffModule, Module};
+use burn::module::{AutodiffModule, Module, ParamId};
 use burn::optim::{AdamConfig, Optimizer};
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::{Tensor, TensorData};
@@ -33,6 +33,20 @@ fn models(host: &burn::backend::remote::RemoteDevice) -> (Mlp<Local>, Mlp<Remote
         .expect("the record loads on the server");
     let remote = Mlp::<Remote>::new(5, 3, host).load_record(record);
     (bare_copy(&local), remote)
+}
+
+/// Asserts that `actual` and `expected` name the same parameters in the same order, with
+/// values within 1e-5 relative.
+fn assert_same_values(
+    actual: &[(ParamId, TensorData)],
+    expected: &[(ParamId, TensorData)],
+    what: &str,
+) {
+    assert_eq!(actual.len(), expected.len(), "{what} counts differ");
+    for ((id, a), (expected_id, e)) in actual.iter().zip(expected) {
+        assert_eq!(id, expected_id, "{what} ids differ");
+        assert_close(a, e, 1e-5, &format!("{what} {id}"));
+    }
 }
 
 fn data<const D: usize>(tensor: &Tensor<impl burn::tensor::backend::Backend, D>) -> TensorData {
@@ -73,14 +87,17 @@ fn forward_and_gradients_equal_the_bare_models() {
             1e-5,
             "loss",
         );
-        let expected = gradients(&bare, &expected.grads);
-        for ((id, a), (_, e)) in gradients(dp.template(), &actual.grads)
-            .iter()
-            .zip(&expected)
-        {
-            let (a, e) = (a.as_ref().expect("grad"), e.as_ref().expect("grad"));
-            assert_close(a, e, 1e-5, &format!("gradient of {id}"));
-        }
+        let present = |grads: Vec<(ParamId, Option<TensorData>)>| -> Vec<(ParamId, TensorData)> {
+            grads
+                .into_iter()
+                .map(|(id, grad)| (id, grad.expect("every parameter has a gradient")))
+                .collect()
+        };
+        assert_same_values(
+            &present(gradients(dp.template(), &actual.grads)),
+            &present(gradients(&bare, &expected.grads)),
+            "gradient",
+        );
     });
 }
 
@@ -121,10 +138,11 @@ fn ten_adam_steps_on_the_learner_path_reach_the_bare_models_weights() {
                 .expect("a training step");
             dp = dp_optim.step(1e-2, dp, output.grads);
         }
-        let actual = float_params(dp.template());
-        for ((id, a), (_, e)) in actual.iter().zip(&float_params(&bare)) {
-            assert_close(a, e, 1e-5, &format!("parameter {id}"));
-        }
+        assert_same_values(
+            &float_params(dp.template()),
+            &float_params(&bare),
+            "parameter",
+        );
         assert_eq!(dp.template().devices(), vec![host]);
     });
 }
@@ -178,6 +196,9 @@ fn a_server_stopped_between_steps_is_a_lost_device_and_the_template_stays() {
 /// Set in the child process that runs [`lost_mid_step_scenario`].
 const SCENARIO: &str = "BURN_DATA_PARALLEL_LOST_MID_STEP";
 
+/// The child's exit code when every check passed (0 could also mean that no test ran).
+const SCENARIO_PASSED: i32 = 42;
+
 #[test]
 fn a_server_lost_in_the_middle_of_a_step_is_a_lost_device_and_the_template_stays() {
     // The replica whose server is lost stops inside the panic hook and holds its lock for the
@@ -205,13 +226,15 @@ fn a_server_lost_in_the_middle_of_a_step_is_a_lost_device_and_the_template_stays
         }
         std::thread::sleep(Duration::from_millis(100));
     };
-    assert!(
-        status.success(),
+    assert_eq!(
+        status.code(),
+        Some(SCENARIO_PASSED),
         "the scenario failed: {status} (its stderr is above)"
     );
 }
 
-/// Run by the test above in a process of its own: exits 0 when every check passes.
+/// Run by the test above in a process of its own: exits with [`SCENARIO_PASSED`] when every
+/// check passes.
 #[test]
 #[ignore = "run in its own process by a_server_lost_in_the_middle_of_a_step_..."]
 fn lost_mid_step_scenario() {
@@ -255,5 +278,5 @@ fn lost_mid_step_scenario() {
         dp.try_train_step(batch())
             .expect("a step without the lost server");
     });
-    std::process::exit(if checks.is_ok() { 0 } else { 1 });
+    std::process::exit(if checks.is_ok() { SCENARIO_PASSED } else { 1 });
 }

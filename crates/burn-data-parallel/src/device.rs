@@ -14,7 +14,9 @@ use crate::replica::panic_message;
 
 /// Checks that `devices` is non-empty and that each device exists on this machine.
 ///
-/// A device exists when its index is below [`Backend::device_count`] for its kind. A backend
+/// A device exists when its index is below [`Backend::device_count`] for its kind; with the
+/// `remote` feature, a remote device exists when a Burn server accepts a connection at its
+/// address. A backend
 /// that cannot start (for example CUDA on a machine without a driver) panics when counting;
 /// that panic is caught and reported as [`DataParallelError::DeviceUnavailable`].
 ///

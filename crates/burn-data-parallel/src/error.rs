@@ -95,7 +95,8 @@ pub enum DataParallelError {
     },
 
     /// The Keras-style [`forward`](crate::DataParallel::forward) was asked for a result that
-    /// could be differentiated, with replicas on Burn servers (feature `remote`).
+    /// could be differentiated (a template parameter requires a gradient), with replicas on Burn
+    /// servers (feature `remote`).
     ///
     /// Its backward pass would move gradients with Burn's own transfers, several from one server
     /// at once, which Burn 0.21's remote client mixes up.

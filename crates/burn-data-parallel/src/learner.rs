@@ -105,7 +105,11 @@ where
             .iter()
             .any(|device| crate::remote::is_remote(device))
         {
-            crate::remote::lost::run_watched::<B, _, _, _, _>(jobs, std::sync::Arc::new(work))?
+            crate::remote::lost::run_watched::<B, _, _, _, _>(
+                jobs,
+                &self.host,
+                std::sync::Arc::new(work),
+            )?
         } else {
             run_replicas(&self.workers, jobs, &work)?
         };

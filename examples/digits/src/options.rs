@@ -43,6 +43,9 @@ pub struct Options {
     /// With `--backend remote`: the port of the server this process starts for the template;
     /// `None` for any free port.
     pub host_port: Option<u16>,
+    /// With `--backend remote`: the name or address of this machine that the replicas'
+    /// servers reach it by (they download the template's tensors from it).
+    pub host_address: String,
 }
 
 impl Default for Options {
@@ -58,6 +61,7 @@ impl Default for Options {
             artifacts: PathBuf::from("artifacts/digits"),
             servers: Vec::new(),
             host_port: None,
+            host_address: "127.0.0.1".to_string(),
         }
     }
 }
@@ -79,6 +83,9 @@ Options:
                                        (default: start --replicas servers in this process)
   --host-port <PORT>                   with remote: port of the template's server, started in
                                        this process (default: any free port)
+  --host-address <HOST>                with remote: this machine's name or address as the
+                                       replicas' servers reach it (default 127.0.0.1: servers on
+                                       this machine only)
   --replicas <N>                       number of replicas (default: one per CPU core, or with
                                        --backend cuda every GPU found)
   --epochs <N>                         training epochs (default 8)
@@ -138,6 +145,7 @@ impl Options {
                         .collect()
                 }
                 "--host-port" => options.host_port = Some(number(&flag, &value()?)?),
+                "--host-address" => options.host_address = value()?,
                 other => return Err(format!("unknown option {other:?}\n\n{USAGE}")),
             }
         }

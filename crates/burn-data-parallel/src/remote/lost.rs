@@ -26,11 +26,14 @@ const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// What a replica thread does when it panics.
 struct Watch {
-    /// `Some(why)` when the replica's server is lost.
-    lost: Box<dyn Fn() -> Option<String>>,
-    /// Tells the caller that the server is lost.
-    report: Box<dyn Fn(String)>,
+    /// `Some((device, why))` when the replica's server or the host's is lost.
+    lost: Box<dyn Fn() -> Option<Lost>>,
+    /// Tells the caller which server is lost.
+    report: Box<dyn Fn(Lost)>,
 }
+
+/// A lost server: its device's `Debug` form, and what failed.
+type Lost = (String, String);
 
 thread_local! {
     static WATCH: RefCell<Option<Watch>> = const { RefCell::new(None) };
@@ -40,7 +43,7 @@ thread_local! {
 enum Outcome<O> {
     Done(O),
     Panicked(String),
-    Lost(String),
+    Lost(Lost),
     NotStarted(String),
 }
 
@@ -69,14 +72,16 @@ pub(crate) fn check_servers<'a, B: Backend>(
 
 /// Runs `work` on every job, each on a new thread, and returns the outputs in device order.
 ///
-/// Every job has ended or been given up before this returns: a job whose server is lost ends
-/// in [`DeviceLost`](DataParallelError::DeviceLost), noticed by the replica when an operation
-/// fails or by this caller, which checks the servers of running replicas every second. A panic
+/// Every job has ended or been given up before this returns: a job whose server, or the
+/// host's, is lost ends in [`DeviceLost`](DataParallelError::DeviceLost), noticed by the
+/// replica when an operation fails or by this caller, which checks the host's and the running
+/// replicas' servers every second. A panic
 /// on a replica whose server is fine becomes
 /// [`ReplicaPanicked`](DataParallelError::ReplicaPanicked), as with local devices. The first
 /// failure in device order is reported.
 pub(crate) fn run_watched<B, M, I, O, F>(
     jobs: Vec<Job<'_, M, I, B::Device>>,
+    host: &B::Device,
     work: Arc<F>,
 ) -> Result<Vec<O>>
 where
@@ -95,11 +100,12 @@ where
     let mut outcomes: Vec<Option<Outcome<O>>> = described.iter().map(|_| None).collect();
     for (index, job) in jobs.into_iter().enumerate() {
         let (sender, work, device) = (sender.clone(), work.clone(), job.device.clone());
+        let host = host.clone();
         let (replica, shard) = (job.replica, job.shard);
         let started = thread::Builder::new()
             .name(format!("dp-remote-replica-{index}"))
             .spawn(move || {
-                watch::<B, O>(index, device.clone(), sender.clone());
+                watch::<B, O>(index, [device.clone(), host], sender.clone());
                 let outcome =
                     match panic::catch_unwind(AssertUnwindSafe(|| work(replica, shard, &device))) {
                         Ok(output) => Outcome::Done(output),
@@ -122,14 +128,25 @@ where
                 Some(_) => std::mem::forget(outcome),
             },
             Err(RecvTimeoutError::Timeout) => {
+                let host_lost = accepts_connections(host).and_then(Result::err);
+                if host_lost.is_some() {
+                    wake::<B>(host);
+                }
                 for ((device, _), outcome) in described.iter().zip(&mut outcomes) {
                     if outcome.is_some() {
                         continue;
                     }
-                    if let Some(Err(why)) = accepts_connections(device) {
-                        // The replica may be waiting for an answer that will not come.
-                        wake::<B>(device);
-                        *outcome = Some(Outcome::Lost(why));
+                    let lost = match (&host_lost, accepts_connections(device)) {
+                        (Some(why), _) => Some((format!("{host:?}"), why.clone())),
+                        (None, Some(Err(why))) => {
+                            // The replica may be waiting for an answer that will not come.
+                            wake::<B>(device);
+                            Some((format!("{device:?}"), why))
+                        }
+                        (None, _) => None,
+                    };
+                    if let Some(lost) = lost {
+                        *outcome = Some(Outcome::Lost(lost));
                     }
                 }
             }
@@ -156,10 +173,9 @@ where
                 rows,
                 message,
             }),
-            Outcome::Lost(reason) => Err(DataParallelError::DeviceLost {
-                device: format!("{device:?}"),
-                reason,
-            }),
+            Outcome::Lost((device, reason)) => {
+                Err(DataParallelError::DeviceLost { device, reason })
+            }
             Outcome::NotStarted(message) => Err(DataParallelError::ThreadSpawn {
                 threads: 1,
                 message,
@@ -168,17 +184,23 @@ where
         .collect()
 }
 
-/// Watches this thread: when it panics and `device`'s server is lost, it reports the loss to
-/// `sender` as job `index` and stops.
+/// Watches this thread: when it panics and the server of one of `devices` (the replica's and
+/// the host's) is lost, it reports the loss to `sender` as job `index` and stops.
 fn watch<B: Backend, O: Send + 'static>(
     index: usize,
-    device: B::Device,
+    devices: [B::Device; 2],
     sender: mpsc::Sender<(usize, Outcome<O>)>,
 ) {
     let watch = Watch {
-        lost: Box::new(move || probe::<B>(&device).err()),
-        report: Box::new(move |why| {
-            let _ = sender.send((index, Outcome::Lost(why)));
+        lost: Box::new(move || {
+            devices.iter().find_map(|device| {
+                probe::<B>(device)
+                    .err()
+                    .map(|why| (format!("{device:?}"), why))
+            })
+        }),
+        report: Box::new(move |lost| {
+            let _ = sender.send((index, Outcome::Lost(lost)));
         }),
     };
     WATCH.with(|slot| *slot.borrow_mut() = Some(watch));

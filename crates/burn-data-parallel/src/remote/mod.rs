@@ -1,6 +1,6 @@
 //! Burn's remote backend (feature `remote`): replicas on Burn servers reached over WebSocket.
 //!
-//! Three things of Burn 0.21's remote client shape this module:
+//! Four things of Burn 0.21's remote client shape this module:
 //!
 //! - `RemoteBackend::device_count` is 1 whatever the servers: a remote device is an address,
 //!   available when a server answers there ([`server`]).
@@ -33,9 +33,10 @@ pub(crate) fn is_remote(device: &dyn Any) -> bool {
     device.is::<RemoteDevice>()
 }
 
-/// Refuses a Keras-style forward whose output could be differentiated across remote devices:
-/// with `B` an autodiff backend, a replica on a remote device, and a template parameter that
-/// requires a gradient.
+/// Refuses a Keras-style forward whose output could be differentiated through the template
+/// across remote devices: with `B` an autodiff backend, a replica on a remote device, and a
+/// template parameter that requires a gradient. (An input that requires a gradient, with a
+/// frozen template, is not detected.)
 ///
 /// Its backward pass would run Burn's own transfers, several from one server at once, which
 /// Burn 0.21's remote client mixes up (wrong tensors arrive, or none). Training on remote

@@ -12,26 +12,36 @@ use burn::tensor::backend::Backend;
 /// How long a check waits for a server to accept a connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How long a check waits for a server to finish its queued work and answer.
-const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a check waits for a server to answer a sync before the server counts as lost.
+/// Generous: the check runs on a thread of its own, whose queue on the server is empty, but the
+/// server may be busy with other queues.
+const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The port of a `ws://` address that names none.
+const DEFAULT_PORT: u16 = 80;
 
 /// `Some(Ok(()))` when `device` is a remote device whose server accepts connections,
 /// `Some(Err(why))` when it is one that does not, `None` for other devices.
 pub(crate) fn accepts_connections(device: &dyn Any) -> Option<Result<(), String>> {
     let device = device.downcast_ref::<RemoteDevice>()?;
     let host_port = host_port(device);
-    let answered = host_port
-        .to_socket_addrs()
-        .map_err(|error| format!("cannot resolve {host_port}: {error}"))
-        .and_then(|mut addresses| {
-            let address = addresses
-                .next()
-                .ok_or_else(|| format!("{host_port} resolves to no address"))?;
-            TcpStream::connect_timeout(&address, CONNECT_TIMEOUT)
-                .map(drop)
-                .map_err(|error| format!("no Burn server answers at {address}: {error}"))
-        });
-    Some(answered)
+    let addresses = match host_port.to_socket_addrs() {
+        Ok(addresses) => addresses.collect::<Vec<_>>(),
+        Err(error) => return Some(Err(format!("cannot resolve {host_port}: {error}"))),
+    };
+    // Burn's server listens on IPv4 only: a name may resolve to an IPv6 address first.
+    let mut failures = Vec::new();
+    for address in &addresses {
+        match TcpStream::connect_timeout(address, CONNECT_TIMEOUT) {
+            Ok(_) => return Some(Ok(())),
+            Err(error) => failures.push(format!("{address}: {error}")),
+        }
+    }
+    Some(Err(if failures.is_empty() {
+        format!("{host_port} resolves to no address")
+    } else {
+        format!("no Burn server answers at {}", failures.join("; "))
+    }))
 }
 
 /// `Ok(())` when `device` is not remote, or when its server accepts connections and this
@@ -67,7 +77,12 @@ fn sync_within<B: Backend>(device: B::Device, limit: Duration) -> Result<(), Str
     match receiver.recv_timeout(limit) {
         Ok(Ok(())) => Ok(()),
         Ok(Err(error)) => Err(format!("the connection to the server was lost ({error})")),
-        Err(_) => Err(format!("the server did not answer within {limit:?}")),
+        Err(mpsc::RecvTimeoutError::Timeout) => {
+            Err(format!("the server did not answer within {limit:?}"))
+        }
+        Err(mpsc::RecvTimeoutError::Disconnected) => {
+            Err("the sync with the server panicked".to_string())
+        }
     }
 }
 
@@ -86,7 +101,7 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// `host:port` of a remote device's address.
+/// `host:port` of a remote device's address, without scheme or path.
 fn host_port(device: &RemoteDevice) -> String {
     // `RemoteDevice` keeps its address private; its `Debug` form carries it.
     let text = format!("{device:?}");
@@ -95,12 +110,22 @@ fn host_port(device: &RemoteDevice) -> String {
         .nth(1)
         .and_then(|rest| rest.split('"').next())
         .unwrap_or_default();
-    address
-        .split("://")
-        .nth(1)
-        .unwrap_or(address)
-        .trim_end_matches('/')
-        .to_string()
+    let authority = address
+        .split_once("://")
+        .map_or(address, |(_, rest)| rest)
+        .split('/')
+        .next()
+        .unwrap_or_default();
+    // A port is what follows the last colon, unless that colon is inside an IPv6 literal.
+    let has_port = authority
+        .rsplit_once(':')
+        .is_some_and(|(_, port)| !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()))
+        && !authority.ends_with(']');
+    if has_port {
+        authority.to_string()
+    } else {
+        format!("{authority}:{DEFAULT_PORT}")
+    }
 }
 
 #[cfg(test)]
@@ -109,7 +134,14 @@ mod tests {
 
     #[test]
     fn the_address_is_read_from_the_device() {
-        let device = RemoteDevice::new("ws://10.1.2.3:3000");
-        assert_eq!(host_port(&device), "10.1.2.3:3000");
+        let cases = [
+            ("ws://10.1.2.3:3000", "10.1.2.3:3000"),
+            ("ws://machine-a:3000/", "machine-a:3000"),
+            ("ws://machine-a:3000/some/path", "machine-a:3000"),
+            ("ws://machine-a", "machine-a:80"),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(host_port(&RemoteDevice::new(url)), expected, "{url}");
+        }
     }
 }

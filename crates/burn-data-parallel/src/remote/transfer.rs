@@ -59,6 +59,8 @@ pub(crate) fn one_at_a_time<B: Backend, T>(
     let _turn = Turn::take();
     let moved = transfer();
     // Burn's router runs operations lazily: syncing makes the servers carry the move out now.
+    // The syncs must come from this thread: a server keeps one queue per client thread, and a
+    // sync waits only for its own queue, here the one holding the expose and the download.
     // A lost connection shows up at the next operation on the device, where it is handled.
     let _ = B::sync(from);
     let _ = B::sync(to);
