@@ -3,12 +3,13 @@
 
 use std::time::{Duration, Instant};
 
+use burn::backend::remote::RemoteDevice;
 use burn::backend::{Autodiff, Flex, RemoteBackend};
 use burn::module::{AutodiffModule, Module, ParamId};
 use burn::optim::{AdamConfig, Optimizer};
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::{Tensor, TensorData};
-use burn::train::TrainStep;
+use burn::train::{ClassificationOutput, TrainStep};
 use burn_data_parallel::{DataParallel, DataParallelError};
 use burn_data_parallel_tests::learner::{ClassBatch, ClassBatcher, class_items};
 use burn_data_parallel_tests::remote::{Server, StopsItsServer, doom, within};
@@ -166,29 +167,66 @@ fn a_server_that_is_not_there_is_an_unavailable_device() {
     });
 }
 
+/// The servers of a loss test: the host's and a replica's that stay, and one that will be lost;
+/// a `DataParallel` over the last two, and the template's weights after one step on them all.
+struct BeforeLoss<M: Module<Remote>> {
+    servers: Vec<Server>,
+    doomed: Server,
+    dp: DataParallel<Remote, M>,
+    before: Vec<(ParamId, TensorData)>,
+}
+
+fn one_step_before_a_loss<M>(wrap: impl FnOnce(Mlp<Remote>) -> M) -> BeforeLoss<M>
+where
+    M: AutodiffModule<Remote>
+        + TrainStep<Input = ClassBatch<Remote>, Output = ClassificationOutput<Remote>>
+        + 'static,
+{
+    let servers: Vec<Server> = (0..2).map(|_| Server::start()).collect();
+    let doomed = Server::start();
+    let (_, model) = models(&servers[0].device());
+    let dp = DataParallel::new(wrap(model), vec![servers[1].device(), doomed.device()])
+        .expect("the servers answer");
+    dp.try_train_step(batch_on(&servers[0].device()))
+        .expect("a step while every server runs");
+    let before = float_params(dp.template());
+    BeforeLoss {
+        servers,
+        doomed,
+        dp,
+        before,
+    }
+}
+
+/// The batch of the loss tests, on `host`.
+fn batch_on(host: &RemoteDevice) -> ClassBatch<Remote> {
+    ClassBatcher.batch(class_items(8, 5, 3), host)
+}
+
+/// Asserts that `error` is `DeviceLost` naming `lost`.
+fn assert_lost(error: &DataParallelError, lost: &RemoteDevice) {
+    let DataParallelError::DeviceLost { device, .. } = error else {
+        panic!("expected DeviceLost, got {error:?}");
+    };
+    assert_eq!(device, &format!("{lost:?}"));
+}
+
 #[test]
 fn a_server_stopped_between_steps_is_a_lost_device_and_the_template_stays() {
     within(LIMIT, || {
-        let mut servers: Vec<Server> = (0..3).map(|_| Server::start()).collect();
-        let host = servers[0].device();
-        let (_, model) = models(&host);
-        let lost = servers[2].device();
-        let dp = DataParallel::new(model, vec![servers[1].device(), lost.clone()])
-            .expect("the servers answer");
-        let batch = || ClassBatcher.batch(class_items(8, 5, 3), &host);
-        dp.try_train_step(batch())
-            .expect("a step while every server runs");
-        let before = float_params(dp.template());
-
-        servers[2].stop();
+        let BeforeLoss {
+            servers,
+            mut doomed,
+            dp,
+            before,
+        } = one_step_before_a_loss(|model| model);
+        let lost = doomed.device();
+        doomed.stop();
         let error = dp
-            .try_train_step(batch())
+            .try_train_step(batch_on(&servers[0].device()))
             .err()
             .expect("the stopped server fails the step");
-        let DataParallelError::DeviceLost { device, .. } = &error else {
-            panic!("expected DeviceLost, got {error:?}");
-        };
-        assert_eq!(device, &format!("{lost:?}"));
+        assert_lost(&error, &lost);
         assert_eq!(float_params(dp.template()), before);
     });
 }
@@ -242,23 +280,18 @@ fn lost_mid_step_scenario() {
         return;
     }
     let checks = std::panic::catch_unwind(|| {
-        let servers: Vec<Server> = (0..2).map(|_| Server::start()).collect();
-        let doomed = Server::start();
-        let host = servers[0].device();
-        let (_, model) = models(&host);
-        let model = StopsItsServer { inner: model };
-        let lost = doomed.device();
-        let dp = DataParallel::new(model, vec![servers[1].device(), lost.clone()])
-            .expect("the servers answer");
-        let batch = || ClassBatcher.batch(class_items(8, 5, 3), &host);
-        dp.try_train_step(batch())
-            .expect("a step while every server runs");
-        let before = float_params(dp.template());
+        let BeforeLoss {
+            servers,
+            doomed,
+            dp,
+            before,
+        } = one_step_before_a_loss(|inner| StopsItsServer { inner });
+        let (host, lost) = (servers[0].device(), doomed.device());
 
         doom(doomed);
         let started = Instant::now();
         let error = dp
-            .try_train_step(batch())
+            .try_train_step(batch_on(&host))
             .err()
             .expect("the lost server fails the step");
         assert!(
@@ -266,16 +299,13 @@ fn lost_mid_step_scenario() {
             "took {:?}",
             started.elapsed()
         );
-        let DataParallelError::DeviceLost { device, .. } = &error else {
-            panic!("expected DeviceLost, got {error:?}");
-        };
-        assert_eq!(device, &format!("{lost:?}"));
+        assert_lost(&error, &lost);
         assert_eq!(float_params(dp.template()), before);
 
         // The remaining devices still train.
         let dp = DataParallel::new(dp.into_inner(), vec![servers[1].device()])
             .expect("the other server answers");
-        dp.try_train_step(batch())
+        dp.try_train_step(batch_on(&host))
             .expect("a step without the lost server");
     });
     std::process::exit(if checks.is_ok() { SCENARIO_PASSED } else { 1 });

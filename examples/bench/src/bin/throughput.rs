@@ -132,16 +132,9 @@ fn bare_step<'a, M: Measured>(
     model: &M,
     batch: &'a ImageBatch<B>,
 ) -> impl FnMut(usize) -> usize + 'a {
-    let mut bare = model.clone();
-    let mut optim = AdamConfig::new().init();
-    let n = batch.images.dims()[0];
-    move |steps| {
-        for _ in 0..steps {
-            let output = TrainStep::step(&bare, batch.clone());
-            bare = optim.step(1e-3, bare.clone(), output.grads);
-        }
-        steps * n
-    }
+    bare_loop(model, batch, |bare, batch| {
+        TrainStep::step(bare, batch.clone()).grads
+    })
 }
 
 /// A forward-backward loop of the bare model.
@@ -149,14 +142,24 @@ fn bare_forward<'a, M: Measured>(
     model: &M,
     batch: &'a ImageBatch<B>,
 ) -> impl FnMut(usize) -> usize + 'a {
+    bare_loop(model, batch, |bare, batch| {
+        GradientsParams::from_grads(loss(bare.logits(batch), batch).backward(), bare)
+    })
+}
+
+/// A loop of Adam steps on the bare model, with the gradients `grads` gives for the batch.
+fn bare_loop<'a, M: Measured>(
+    model: &M,
+    batch: &'a ImageBatch<B>,
+    grads: impl Fn(&M, &ImageBatch<B>) -> GradientsParams + 'a,
+) -> impl FnMut(usize) -> usize + 'a {
     let mut bare = model.clone();
     let mut optim = AdamConfig::new().init();
     let n = batch.images.dims()[0];
     move |steps| {
         for _ in 0..steps {
-            let grads =
-                GradientsParams::from_grads(loss(bare.logits(batch), batch).backward(), &bare);
-            bare = optim.step(1e-3, bare.clone(), grads);
+            let step_grads = grads(&bare, batch);
+            bare = optim.step(1e-3, bare.clone(), step_grads);
         }
         steps * n
     }
