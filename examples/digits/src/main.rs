@@ -2,23 +2,21 @@
 
 use std::process::ExitCode;
 
-use digits::options::{Options, USAGE};
+use clap::Parser;
+use digits::options::Options;
 
 fn main() -> ExitCode {
-    let options = match Options::parse(std::env::args().skip(1)) {
-        Ok(Some(options)) => options,
-        Ok(None) => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
-        }
-        Err(message) => {
-            eprintln!("error: {message}");
-            return ExitCode::from(2);
-        }
-    };
+    let options = Options::parse();
+    if let Err(message) = digits::logging::to_file(&options.artifacts) {
+        eprintln!("error: {message}");
+        return ExitCode::FAILURE;
+    }
     match digits::training::run(&options) {
         Ok((dp, bare)) => {
-            digits::print_table(&dp, bare.as_ref());
+            if !options.quiet {
+                println!();
+            }
+            println!("{}", digits::table(&dp, bare.as_ref()));
             ExitCode::SUCCESS
         }
         Err(digits::training::JobError::NoGpu(message)) => {

@@ -1,14 +1,17 @@
-//! Command-line options of the digits job.
+//! Command-line options of the digits job, parsed with clap.
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 
+use clap::{Parser, ValueEnum};
+
 /// Which devices the replicas and the template use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum BackendChoice {
-    /// NdArray's CPU device, repeated once per replica; the template on it too.
-    NdArray,
     /// Flex's CPU device, repeated once per replica; the template on it too.
     Flex,
+    /// NdArray's CPU device, repeated once per replica; the template on it too.
+    Ndarray,
     /// Replicas alternating between the NdArray and Flex CPU devices; the template on Flex.
     Mixed,
     /// Replicas on CUDA devices 0..n; the template on the Flex CPU device (feature `cuda`).
@@ -18,149 +21,233 @@ pub enum BackendChoice {
     Remote,
 }
 
-/// What to run.
-#[derive(Debug, Clone)]
+/// How the job reports its progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// Burn's terminal UI while training (standard output is a terminal).
+    Terminal,
+    /// One line per epoch (standard output is a pipe or a file).
+    Lines,
+    /// Nothing but the final table (`--quiet`).
+    Quiet,
+}
+
+/// Train a small convolutional network on the handwritten digits with DataParallel, then the
+/// bare model the same way, and compare them.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "digits", version, about, long_about = None)]
 pub struct Options {
-    /// Devices to use.
+    /// Replica devices: flex or ndarray repeat that CPU device; mixed alternates NdArray and
+    /// Flex; cuda takes the first GPUs, template on the CPU (needs --features cuda); remote uses
+    /// Burn servers (needs --features remote).
+    #[arg(long, value_enum, default_value_t = BackendChoice::Flex)]
     pub backend: BackendChoice,
-    /// Number of replicas; `None` for the default: one per CPU core, or every GPU found.
-    pub replicas: Option<usize>,
+
+    /// Number of replicas [default: one per CPU core, or with --backend cuda every GPU found].
+    #[arg(long)]
+    pub replicas: Option<NonZeroUsize>,
+
     /// Training epochs.
-    pub epochs: usize,
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub epochs: u32,
+
     /// Global batch size, split across the replicas.
-    pub batch_size: usize,
-    /// Adam's learning rate.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_size: u32,
+
+    /// Adam's learning rate: a finite number above zero.
+    #[arg(long = "lr", default_value_t = 2e-3, value_parser = learning_rate)]
     pub learning_rate: f64,
+
     /// Seed of the weights and of the data order.
+    #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Also train the bare model on the host, for the comparison table.
-    pub bare: bool,
-    /// Where checkpoints, logs and the saved model go.
+
+    /// Skip training the bare model for comparison.
+    #[arg(long)]
+    pub no_bare: bool,
+
+    /// Print nothing but the final table.
+    #[arg(long, short)]
+    pub quiet: bool,
+
+    /// Read the digits from this `.csv.gz` file instead of the copy inside the program.
+    #[arg(long, value_name = "PATH")]
+    pub data: Option<PathBuf>,
+
+    /// Output directory: checkpoints, metric logs, the program's log, the saved model.
+    #[arg(long, default_value = "artifacts/digits")]
     pub artifacts: PathBuf,
-    /// With `--backend remote`: the replicas' servers (`ws://host:port`); none to start local
-    /// ones.
+
+    /// With remote: the replicas' servers, ws://host:port each, comma-separated [default:
+    /// start --replicas servers in this process].
+    #[arg(long, value_delimiter = ',', value_parser = server_url)]
     pub servers: Vec<String>,
-    /// With `--backend remote`: the port of the server this process starts for the template;
-    /// `None` for any free port.
+
+    /// With remote: port of the template's server, started in this process [default: any
+    /// free port].
+    #[arg(long)]
     pub host_port: Option<u16>,
-    /// With `--backend remote`: the name or address of this machine that the replicas'
-    /// servers reach it by (they download the template's tensors from it).
+
+    /// With remote: this machine's name or address as the replicas' servers reach it (the
+    /// default reaches servers on this machine only).
+    #[arg(long, default_value = "127.0.0.1")]
     pub host_address: String,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self {
-            backend: BackendChoice::Flex,
-            replicas: None,
-            epochs: 8,
-            batch_size: 64,
-            learning_rate: 2e-3,
-            seed: 42,
-            bare: true,
-            artifacts: PathBuf::from("artifacts/digits"),
-            servers: Vec::new(),
-            host_port: None,
-            host_address: "127.0.0.1".to_string(),
-        }
+        Self::parse_from(["digits"])
     }
 }
-
-/// The usage text.
-pub const USAGE: &str = "\
-Train a small convolutional network on the handwritten digits with DataParallel.
-
-Usage: cargo run --release -p digits -- [options]
-
-Options:
-  --backend <flex|ndarray|mixed|cuda|remote>
-                                       replica devices (default flex: Flex's CPU device, repeated;
-                                       ndarray: NdArray's; mixed: NdArray and Flex alternating;
-                                       cuda: the first N GPUs with the template on the CPU, needs
-                                       --features cuda; remote: Burn servers, needs
-                                       --features remote)
-  --servers <URL,URL,...>              with remote: the replicas' servers, ws://host:port each
-                                       (default: start --replicas servers in this process)
-  --host-port <PORT>                   with remote: port of the template's server, started in
-                                       this process (default: any free port)
-  --host-address <HOST>                with remote: this machine's name or address as the
-                                       replicas' servers reach it (default 127.0.0.1: servers on
-                                       this machine only)
-  --replicas <N>                       number of replicas (default: one per CPU core, or with
-                                       --backend cuda every GPU found)
-  --epochs <N>                         training epochs (default 8)
-  --batch-size <N>                     global batch size (default 64)
-  --lr <F>                             Adam learning rate (default 0.002)
-  --seed <N>                           seed of the weights and the data order (default 42)
-  --no-bare                            skip training the bare model for comparison
-  --artifacts <DIR>                    output directory (default artifacts/digits)
-  -h, --help                           print this text";
 
 impl Options {
     /// The number of replicas on the CPU: as asked, or one per core.
     pub fn cpu_replicas(&self) -> usize {
-        self.replicas
-            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+        match self.replicas {
+            Some(n) => n.get(),
+            None => std::thread::available_parallelism().map_or(2, NonZeroUsize::get),
+        }
     }
 
-    /// Parses `args` (without the program name). `Ok(None)` means help was asked for.
-    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Option<Self>, String> {
-        let mut options = Self::default();
-        let mut args = args.into_iter();
-        while let Some(flag) = args.next() {
-            let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
-            match flag.as_str() {
-                "-h" | "--help" => return Ok(None),
-                "--backend" => {
-                    options.backend = match value()?.as_str() {
-                        "ndarray" => BackendChoice::NdArray,
-                        "flex" => BackendChoice::Flex,
-                        "mixed" => BackendChoice::Mixed,
-                        "cuda" => BackendChoice::Cuda,
-                        "remote" => BackendChoice::Remote,
-                        other => {
-                            return Err(format!(
-                                "unknown backend {other:?}: use ndarray, flex, mixed, cuda or remote"
-                            ));
-                        }
-                    }
-                }
-                "--replicas" => options.replicas = Some(number(&flag, &value()?)?),
-                "--epochs" => options.epochs = number(&flag, &value()?)?,
-                "--batch-size" => options.batch_size = number(&flag, &value()?)?,
-                "--seed" => options.seed = number(&flag, &value()?)?,
-                "--lr" => {
-                    options.learning_rate = value()?
-                        .parse()
-                        .map_err(|e| format!("--lr needs a number: {e}"))?
-                }
-                "--no-bare" => options.bare = false,
-                "--artifacts" => options.artifacts = PathBuf::from(value()?),
-                "--servers" => {
-                    options.servers = value()?
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|url| !url.is_empty())
-                        .map(str::to_string)
-                        .collect()
-                }
-                "--host-port" => options.host_port = Some(number(&flag, &value()?)?),
-                "--host-address" => options.host_address = value()?,
-                other => return Err(format!("unknown option {other:?}\n\n{USAGE}")),
-            }
+    /// Whether to train the bare model too.
+    pub fn bare(&self) -> bool {
+        !self.no_bare
+    }
+
+    /// How progress is shown: `--quiet` wins, else the terminal UI when standard output is a
+    /// terminal, and plain lines otherwise.
+    pub fn progress(&self, stdout_is_terminal: bool) -> Progress {
+        if self.quiet {
+            Progress::Quiet
+        } else if stdout_is_terminal {
+            Progress::Terminal
+        } else {
+            Progress::Lines
         }
-        if options.replicas == Some(0) || options.epochs == 0 || options.batch_size == 0 {
-            return Err("--replicas, --epochs and --batch-size must be at least 1".to_string());
-        }
-        Ok(Some(options))
     }
 }
 
-fn number<T: std::str::FromStr>(flag: &str, value: &str) -> Result<T, String>
-where
-    T::Err: std::fmt::Display,
-{
-    value
-        .parse()
-        .map_err(|e| format!("{flag} needs a whole number, got {value:?}: {e}"))
+fn learning_rate(value: &str) -> Result<f64, String> {
+    let rate: f64 = value.parse().map_err(|e| format!("not a number: {e}"))?;
+    if rate.is_finite() && rate > 0.0 {
+        Ok(rate)
+    } else {
+        Err(format!("{value} is not a finite number above zero"))
+    }
+}
+
+fn server_url(value: &str) -> Result<String, String> {
+    let url = value.trim();
+    match url.strip_prefix("ws://") {
+        Some(rest) if !rest.is_empty() => Ok(url.to_string()),
+        _ => Err(format!(
+            "{value:?} is not a server address of the form ws://host:port"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Options, clap::Error> {
+        Options::try_parse_from(std::iter::once("digits").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults_match_the_documented_job() {
+        let options = parse(&[]).expect("no arguments are valid");
+        assert_eq!(options.backend, BackendChoice::Flex);
+        assert_eq!(options.epochs, 8);
+        assert_eq!(options.batch_size, 64);
+        assert_eq!(options.learning_rate, 2e-3);
+        assert!(options.bare());
+        assert!(options.servers.is_empty());
+        assert_eq!(options.progress(true), Progress::Terminal);
+        assert_eq!(options.progress(false), Progress::Lines);
+    }
+
+    #[test]
+    fn every_option_is_read() {
+        let options = parse(&[
+            "--backend",
+            "mixed",
+            "--replicas",
+            "3",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "10",
+            "--lr",
+            "0.01",
+            "--seed",
+            "7",
+            "--no-bare",
+            "--quiet",
+            "--data",
+            "here.csv.gz",
+            "--artifacts",
+            "out",
+            "--servers",
+            "ws://a:1, ws://b:2",
+            "--host-port",
+            "3000",
+            "--host-address",
+            "192.0.2.1",
+        ])
+        .expect("valid options");
+        assert_eq!(options.backend, BackendChoice::Mixed);
+        assert_eq!(options.cpu_replicas(), 3);
+        assert_eq!(
+            (options.epochs, options.batch_size, options.seed),
+            (2, 10, 7)
+        );
+        assert_eq!(options.learning_rate, 0.01);
+        assert!(!options.bare());
+        assert_eq!(options.progress(true), Progress::Quiet);
+        assert_eq!(options.data, Some(PathBuf::from("here.csv.gz")));
+        assert_eq!(options.artifacts, PathBuf::from("out"));
+        assert_eq!(options.servers, ["ws://a:1", "ws://b:2"]);
+        assert_eq!(options.host_port, Some(3000));
+        assert_eq!(options.host_address, "192.0.2.1");
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        for args in [
+            &["--lr", "nan"][..],
+            &["--lr", "inf"],
+            &["--lr", "-0.1"],
+            &["--lr", "0"],
+            &["--lr", "fast"],
+            &["--servers", ","],
+            &["--servers", "ws://a:1,"],
+            &["--servers", "http://a:1"],
+            &["--replicas", "0"],
+            &["--epochs", "0"],
+            &["--batch-size", "0"],
+            &["--batch-size", "-3"],
+            &["--backend", "tpu"],
+            &["--host-port", "70000"],
+            &["--unknown"],
+        ] {
+            let error = parse(args).expect_err(&format!("{args:?} must be rejected"));
+            assert_ne!(
+                error.kind(),
+                clap::error::ErrorKind::DisplayHelp,
+                "{args:?}: {error}"
+            );
+        }
+    }
+
+    #[test]
+    fn help_is_generated() {
+        let error = parse(&["--help"]).expect_err("help stops parsing");
+        assert_eq!(error.kind(), clap::error::ErrorKind::DisplayHelp);
+        let text = error.to_string();
+        for flag in ["--backend", "--replicas", "--lr", "--quiet", "--data"] {
+            assert!(text.contains(flag), "help lacks {flag}:\n{text}");
+        }
+    }
 }

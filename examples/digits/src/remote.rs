@@ -71,15 +71,18 @@ pub fn devices(
             .map(|url| RemoteDevice::new(url))
             .collect()
     };
-    println!(
-        "remote: template on the server started here, ws://{}:{host_port}; {} replica server(s){}",
-        options.host_address,
-        replicas.len(),
-        if options.servers.is_empty() {
-            ", started here"
-        } else {
-            ""
-        }
+    crate::training::say(
+        options,
+        format_args!(
+            "remote: template on the server started here, ws://{}:{host_port}; {} replica server(s){}",
+            options.host_address,
+            replicas.len(),
+            if options.servers.is_empty() {
+                ", started here"
+            } else {
+                ""
+            }
+        ),
     );
     Ok((LocalServers(started), host, replicas))
 }

@@ -1,7 +1,7 @@
 //! The job: train with `DataParallel` through Burn's `Learner`, train the bare model the same
 //! way for comparison, evaluate on the held-out test split, save and reload the template.
 
-use std::path::{Path, PathBuf};
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use burn::backend::Autodiff;
@@ -14,26 +14,20 @@ use burn::record::{CompactRecorder, FullPrecisionSettings, NamedMpkFileRecorder}
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{ElementConversion, Int, Tensor};
 use burn::train::metric::{AccuracyMetric, LossMetric};
-use burn::train::renderer::CliMetricsRenderer;
+use burn::train::renderer::tui::TuiMetricsRendererWrapper;
 use burn::train::{ClassificationOutput, InferenceStep, Learner, SupervisedTraining, TrainStep};
 use burn::{Dispatch, DispatchDevice};
 use burn_data_parallel::{DataParallel, Traffic};
 
 use crate::data::{self, DigitItem, DigitsBatcher, DigitsDataset};
 use crate::model::DigitsNet;
-use crate::options::{BackendChoice, Options};
+use crate::options::{BackendChoice, Options, Progress};
+use crate::progress::{Display, EpochLog, EpochRenderer, Throughput};
 
 /// The training backend: one type spanning every CPU device (and CUDA with feature `cuda`).
 pub type Train = Autodiff<Dispatch>;
 /// The inference backend.
 pub type Infer = Dispatch;
-
-/// The data file, inside this example's folder.
-pub fn data_path() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("data")
-        .join("digits.csv.gz")
-}
 
 /// Why the job cannot run.
 #[derive(Debug)]
@@ -64,7 +58,7 @@ pub fn devices(options: &Options) -> Result<(DispatchDevice, Vec<DispatchDevice>
     let flex = DispatchDevice::Flex(FlexDevice);
     let n = options.cpu_replicas();
     Ok(match options.backend {
-        BackendChoice::NdArray => (nd.clone(), vec![nd; n]),
+        BackendChoice::Ndarray => (nd.clone(), vec![nd; n]),
         BackendChoice::Flex => (flex.clone(), vec![flex; n]),
         BackendChoice::Mixed => {
             let devices = (0..n).map(|i| if i % 2 == 0 { nd.clone() } else { flex.clone() });
@@ -75,7 +69,7 @@ pub fn devices(options: &Options) -> Result<(DispatchDevice, Vec<DispatchDevice>
             // Every GPU found, or the first --replicas of them, as Keras's multi_gpu_model.
             let gpus = burn_data_parallel::cuda_devices::<Infer>()
                 .map_err(|e| JobError::NoGpu(e.to_string()))?;
-            let count = options.replicas.unwrap_or(gpus.len());
+            let count = options.replicas.map_or(gpus.len(), |n| n.get());
             if count > gpus.len() {
                 return Err(JobError::NoGpu(format!(
                     "--replicas {count} asks for more GPUs than this machine has: {gpus:?}"
@@ -108,8 +102,10 @@ pub struct RunReport {
     pub replicas: usize,
     /// Wall time of the `Learner` run (training and per-epoch validation).
     pub wall: Duration,
-    /// Samples processed per second over that run.
+    /// Samples processed per second over that run, the first epoch included.
     pub samples_per_second: f64,
+    /// The first epoch on its own and the steady state after it, from the epochs' end times.
+    pub throughput: Option<Throughput>,
     /// Batches processed in that run, training and validation.
     pub batches: usize,
     /// Accuracy on the held-out test split.
@@ -145,19 +141,25 @@ fn run_on<B: AutodiffBackend>(
     host: B::Device,
     replica_devices: Vec<B::Device>,
 ) -> Result<(RunReport, Option<RunReport>), JobError> {
-    let items = data::load(&data_path())?;
+    let items = match &options.data {
+        Some(path) => data::load(path)?,
+        None => data::load_embedded()?,
+    };
     let (train_items, test_items) = data::split(items, 0.2, options.seed);
-    println!(
-        "digits: {} training and {} test images; template on {host:?}; replicas on {replica_devices:?}",
-        train_items.len(),
-        test_items.len()
+    say(
+        options,
+        format_args!(
+            "digits: {} training and {} test images; template on {host:?}; replicas on {replica_devices:?}",
+            train_items.len(),
+            test_items.len()
+        ),
     );
 
     B::seed(&host, options.seed);
     let model = DigitsNet::<B>::new(&host);
     let params = model.num_params(); // also creates the lazy weights, so the copy below is equal
     let bare = DigitsNet::<B>::from_inner(model.valid());
-    println!("model: {params} parameters");
+    say(options, format_args!("model: {params} parameters"));
 
     let replicas = replica_devices.len();
     let dp = DataParallel::new(model, replica_devices).map_err(|e| e.to_string())?;
@@ -172,7 +174,7 @@ fn run_on<B: AutodiffBackend>(
     )?;
     dp_report.traffic = Some((trained.traffic(), params));
 
-    let bare_report = if options.bare {
+    let bare_report = if options.bare() {
         let (_, report) = train(
             bare,
             "bare model",
@@ -187,8 +189,15 @@ fn run_on<B: AutodiffBackend>(
         None
     };
 
-    check_saved_template(trained.into_inner(), &host, &options.artifacts, &test_items)?;
+    check_saved_template(trained.into_inner(), &host, options, &test_items)?;
     Ok((dp_report, bare_report))
+}
+
+/// Prints a progress message unless `--quiet` asked for the table alone.
+pub fn say(options: &Options, message: impl std::fmt::Display) {
+    if !options.quiet {
+        println!("{message}");
+    }
 }
 
 /// Trains `model` with the `Learner` (Adam, accuracy and loss, compact checkpoints) and
@@ -213,12 +222,13 @@ where
             Output = ClassificationOutput<B::InnerBackend>,
         >,
 {
+    let (epochs, batch_size) = (options.epochs as usize, options.batch_size as usize);
     let train_loader = DataLoaderBuilder::<B, _, _>::new(DigitsBatcher)
-        .batch_size(options.batch_size)
+        .batch_size(batch_size)
         .shuffle(options.seed)
         .build(DigitsDataset(train_items.to_vec()));
     let test_loader = DataLoaderBuilder::<B::InnerBackend, _, _>::new(DigitsBatcher)
-        .batch_size(options.batch_size)
+        .batch_size(batch_size)
         .build(DigitsDataset(test_items.to_vec()));
     let dir = options
         .artifacts
@@ -229,20 +239,35 @@ where
             .map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
     }
 
-    println!("\ntraining the {name} for {} epochs ...", options.epochs);
-    let start = Instant::now();
+    say(
+        options,
+        format_args!("\ntraining the {name} for {epochs} epochs ..."),
+    );
+    let samples_per_epoch = train_items.len() + test_items.len();
     let training = SupervisedTraining::new(&dir, train_loader, test_loader)
         .metrics((AccuracyMetric::new(), LossMetric::new()))
         .with_file_checkpointer(CompactRecorder::new())
-        .num_epochs(options.epochs)
-        .summary();
-    // The terminal UI puts the process's panic hook back when it closes, which would wait
-    // forever after a server is lost mid-step (see docs/scale-out.md): plain lines instead.
-    let training = if options.backend == BackendChoice::Remote {
-        training.renderer(CliMetricsRenderer)
-    } else {
-        training
+        .num_epochs(epochs)
+        // main() sends log records to a file in the artifacts folder, for every run at once.
+        .with_application_logger(None);
+    let log = EpochLog::default();
+    let display = match options.progress(std::io::stdout().is_terminal()) {
+        // The terminal UI puts the process's panic hook back when it closes, which would wait
+        // forever after a server is lost mid-step (see docs/scale-out.md): lines instead.
+        Progress::Terminal if options.backend != BackendChoice::Remote => Display::Delegate(
+            Box::new(TuiMetricsRendererWrapper::new(training.interrupter(), None)),
+        ),
+        Progress::Terminal | Progress::Lines => Display::Lines,
+        Progress::Quiet => Display::Quiet,
     };
+    let training = training.renderer(EpochRenderer::new(
+        display,
+        name,
+        samples_per_epoch,
+        epochs,
+        log.clone(),
+    ));
+    let start = Instant::now();
     let result = training.launch(Learner::new(
         model,
         AdamConfig::new().init(),
@@ -250,7 +275,7 @@ where
     ));
     let wall = start.elapsed();
 
-    let processed = options.epochs * (train_items.len() + test_items.len());
+    let processed = epochs * samples_per_epoch;
     let trained = result.model;
     let (test_accuracy, _) = evaluate(&trained, host, test_items);
     let report = RunReport {
@@ -258,16 +283,19 @@ where
         replicas,
         wall,
         samples_per_second: processed as f64 / wall.as_secs_f64(),
-        batches: options.epochs
-            * (train_items.len().div_ceil(options.batch_size)
-                + test_items.len().div_ceil(options.batch_size)),
+        throughput: Throughput::from_records(&log.records(), samples_per_epoch),
+        batches: epochs
+            * (train_items.len().div_ceil(batch_size) + test_items.len().div_ceil(batch_size)),
         test_accuracy,
         traffic: None,
     };
-    println!(
-        "{name}: test accuracy {:.2}%, {:.0} samples/s",
-        100.0 * report.test_accuracy,
-        report.samples_per_second
+    say(
+        options,
+        format_args!(
+            "{name}: test accuracy {:.2}%, {:.0} samples/s",
+            100.0 * report.test_accuracy,
+            report.samples_per_second
+        ),
     );
     Ok((trained, report))
 }
@@ -296,11 +324,11 @@ where
 fn check_saved_template<B: Backend>(
     template: DigitsNet<B>,
     host: &B::Device,
-    artifacts: &Path,
+    options: &Options,
     test_items: &[DigitItem],
 ) -> Result<(), String> {
     let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
-    let path = artifacts.join("digits-model");
+    let path = options.artifacts.join("digits-model");
     template
         .clone()
         .save_file(&path, &recorder)
@@ -312,17 +340,20 @@ fn check_saved_template<B: Backend>(
     let (accuracy, expected) = evaluate(&template, host, test_items);
     let (reloaded_accuracy, actual) = evaluate(&reloaded, host, test_items);
     let same = actual.into_data() == expected.into_data();
-    println!(
-        "\nsaved the template to {}.mpk; a bare DigitsNet loaded from it predicts {} \
-         (test accuracy {:.2}% and {:.2}%)",
-        path.display(),
-        if same {
-            "exactly the same logits"
-        } else {
-            "DIFFERENT logits"
-        },
-        100.0 * reloaded_accuracy,
-        100.0 * accuracy
+    say(
+        options,
+        format_args!(
+            "\nsaved the template to {}.mpk; a bare DigitsNet loaded from it predicts {} \
+             (test accuracy {:.2}% and {:.2}%)",
+            path.display(),
+            if same {
+                "exactly the same logits"
+            } else {
+                "DIFFERENT logits"
+            },
+            100.0 * reloaded_accuracy,
+            100.0 * accuracy
+        ),
     );
     if same {
         Ok(())

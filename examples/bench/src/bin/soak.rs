@@ -104,18 +104,29 @@ fn print(path: &str, samples: &[Sample]) -> bool {
     flat
 }
 
-fn main() -> ExitCode {
-    let mut args = std::env::args().skip(1);
-    let mut steps = 1000;
-    while let Some(arg) = args.next() {
-        match (arg.as_str(), args.next().and_then(|v| v.parse().ok())) {
-            ("--steps", Some(n)) => steps = n,
-            _ => {
-                eprintln!("usage: soak [--steps N]   (N at least 200, a multiple of 100)");
-                return ExitCode::from(2);
-            }
-        }
+/// The soak run: many training steps on both paths, sampling heap, resident memory and
+/// threads every 100 steps; fails when any of them grows.
+#[derive(Debug, clap::Parser)]
+#[command(name = "soak", version, about)]
+struct Options {
+    /// Steps per path: at least 200, a multiple of 100.
+    #[arg(long, default_value_t = 1000, value_parser = steps)]
+    steps: usize,
+}
+
+fn steps(value: &str) -> Result<usize, String> {
+    let steps: usize = value
+        .parse()
+        .map_err(|e| format!("not a whole number: {e}"))?;
+    if steps >= 200 && steps.is_multiple_of(100) {
+        Ok(steps)
+    } else {
+        Err(format!("{steps} is not a multiple of 100 of at least 200"))
     }
+}
+
+fn main() -> ExitCode {
+    let steps = <Options as clap::Parser>::parse().steps;
     let every = 100;
     let host = DispatchDevice::Flex(FlexDevice);
     let nd = DispatchDevice::NdArray(NdArrayDevice::Cpu);

@@ -4,38 +4,25 @@
 //! Burn 0.21's server listens on every interface and has no authentication: run it on a
 //! trusted network only.
 
-use std::process::ExitCode;
-
 use burn::backend::Flex;
 use burn::backend::flex::FlexDevice;
+use clap::Parser;
 
-const USAGE: &str = "Usage: digits-server [--port <PORT>]   (default port 3000)";
+/// A Burn server (Flex, the CPU, behind it) for the digits job's `--backend remote`. It
+/// listens on every interface with no authentication: trusted networks only.
+#[derive(Debug, Parser)]
+#[command(name = "digits-server", version, about)]
+struct Options {
+    /// The port to listen on.
+    #[arg(long, default_value_t = 3000)]
+    port: u16,
+}
 
-fn main() -> ExitCode {
-    let mut port: u16 = 3000;
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        match (flag.as_str(), args.next()) {
-            ("--port", Some(value)) => match value.parse() {
-                Ok(value) => port = value,
-                Err(e) => {
-                    eprintln!("error: --port needs a port number, got {value:?}: {e}");
-                    return ExitCode::from(2);
-                }
-            },
-            ("-h" | "--help", _) => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
-            _ => {
-                eprintln!("error: unknown option {flag:?}\n{USAGE}");
-                return ExitCode::from(2);
-            }
-        }
-    }
+fn main() {
+    let options = Options::parse();
+    let port = options.port;
     println!(
         "Burn server (Flex, CPU) listening on 0.0.0.0:{port}; connect with ws://<this host>:{port}"
     );
     burn::server::start_websocket::<Flex>(FlexDevice, port);
-    ExitCode::SUCCESS
 }
