@@ -186,3 +186,83 @@ fn outputs_that_cannot_be_merged_are_an_error() {
         "cannot merge the replicas' outputs: replica 1 returned a Vec of 2 elements, replica 0 one of 3"
     );
 }
+
+/// The message of the panic `body` raises; fails the test if it returns.
+fn panic_message_of(body: impl FnOnce()) -> String {
+    let payload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body))
+        .expect_err("the step must panic");
+    payload
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+        .expect("a panic message")
+}
+
+fn class_batch(features: usize, targets: usize) -> learner::ClassBatch<NdAutodiff> {
+    let host = NdArrayDevice::Cpu;
+    learner::ClassBatch {
+        features: Tensor::zeros([features, 5], &host),
+        targets: Tensor::zeros([targets], &host),
+    }
+}
+
+#[test]
+fn the_step_traits_panic_with_the_message_of_an_empty_batch() {
+    use burn::module::AutodiffModule;
+    use burn::train::{InferenceStep, TrainStep};
+    let dp = mlp_dp(2);
+    let message = panic_message_of(|| {
+        let _ = TrainStep::step(&dp, class_batch(0, 0));
+    });
+    assert_eq!(
+        message,
+        "DataParallel training step failed: empty batch: the input's batch dimension (dim 0) \
+         has size 0, nothing to split"
+    );
+    let valid = dp.valid();
+    let message = panic_message_of(|| {
+        let _ = InferenceStep::step(
+            &valid,
+            learner::ClassBatch {
+                features: Tensor::zeros([0, 5], &NdArrayDevice::Cpu),
+                targets: Tensor::zeros([0], &NdArrayDevice::Cpu),
+            },
+        );
+    });
+    assert!(
+        message.starts_with("DataParallel inference step failed: empty batch"),
+        "{message}"
+    );
+}
+
+#[test]
+fn the_step_traits_panic_with_the_message_of_a_mismatched_batch() {
+    use burn::module::AutodiffModule;
+    use burn::train::{InferenceStep, TrainStep};
+    let dp = mlp_dp(2);
+    let before = float_params(dp.template());
+    let expected = "the input's tensors disagree on the batch size (dim 0): found sizes [6, 4]";
+    let message = panic_message_of(|| {
+        let _ = TrainStep::step(&dp, class_batch(6, 4));
+    });
+    assert_eq!(
+        message,
+        format!("DataParallel training step failed: {expected}")
+    );
+    let valid = dp.valid();
+    let message = panic_message_of(|| {
+        let _ = InferenceStep::step(
+            &valid,
+            learner::ClassBatch {
+                features: Tensor::zeros([6, 5], &NdArrayDevice::Cpu),
+                targets: Tensor::zeros([4], &NdArrayDevice::Cpu),
+            },
+        );
+    });
+    assert_eq!(
+        message,
+        format!("DataParallel inference step failed: {expected}")
+    );
+    // The template is untouched by the refused steps.
+    assert_eq!(float_params(dp.template()), before);
+}

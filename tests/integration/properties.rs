@@ -1,6 +1,6 @@
 //! Property tests over ranks 1 to 5, Float/Int/Bool tensors, random shapes, batch sizes 1 to
-//! 64 and 1 to 8 devices: scatter then gather returns the input exactly, and shards are
-//! balanced and never empty. Devices alternate between the NdArray and Flex CPU devices, so
+//! 64 and 1 to 8 devices: each shard holds exactly `narrow(0, rows)` of the input, shards tile
+//! the batch in order, are balanced and never empty, and gather returns the input exactly. Devices alternate between the NdArray and Flex CPU devices, so
 //! every shard crosses a backend.
 
 use burn::tensor::backend::Backend;
@@ -63,9 +63,30 @@ fn round_trip<const D: usize, K: BasicOps<Dispatch> + 'static>(
         .zip(devices)
         .map(|(rows, device)| original.shard(rows.clone(), device))
         .collect();
+    // The shards tile the batch in order: 0..a, a..b, ..., ..rows.
+    let mut next = 0;
+    for rows in plan.shards() {
+        prop_assert_eq!(rows.start, next, "shards out of order: {:?}", plan.shards());
+        next = rows.end;
+    }
+    prop_assert_eq!(next, rows);
+    // Shard i holds exactly `narrow(0, rows_i)` of the batch, on device i.
     for ((shard, rows), device) in shards.iter().zip(plan.shards()).zip(devices) {
         prop_assert_eq!(shard.dims()[0], rows.len());
         prop_assert_eq!(&shard.device(), device);
+        // Compared as values: backends store Bool and Int elements in types of their own.
+        let values =
+            |data: TensorData| (data.shape.clone(), data.iter::<f64>().collect::<Vec<_>>());
+        let expected = original
+            .clone()
+            .narrow(0, rows.start, rows.len())
+            .into_data();
+        prop_assert_eq!(
+            values(shard.to_data()),
+            values(expected),
+            "shard of rows {:?}",
+            rows
+        );
     }
     let context = GatherContext::new(&host, &plan, Reduction::Mean);
     // Fully qualified: `Tensor` has an inherent `gather` of its own.

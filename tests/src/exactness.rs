@@ -9,14 +9,17 @@ use burn::train::TrainStep;
 use burn_data_parallel::DataParallel;
 
 use crate::learner::{ClassBatch, ClassBatcher, class_items};
-use crate::{Mlp, bare_copy, float_params, gradients, initialised, random, relative_error};
+use crate::{
+    Mlp, bare_copy, float_params, gradients, initialised, random, relative_error, worst_of,
+};
 use burn::data::dataloader::batcher::Batcher;
 
 /// The largest relative error of a check, or why it could not run.
 pub type Outcome = Result<f32, String>;
 
-fn worst(errors: impl IntoIterator<Item = f32>) -> f32 {
-    errors.into_iter().fold(0.0, f32::max)
+/// The largest error, NaN if any is NaN: a check that computed NaN must not pass.
+pub fn worst(errors: impl IntoIterator<Item = f32>) -> f32 {
+    errors.into_iter().fold(0.0, worst_of)
 }
 
 /// The relative error of every parameter's gradient in `actual` (of `dp`'s template) against

@@ -196,7 +196,12 @@ impl<B: Backend> Normalised<B> {
 }
 
 /// Every float tensor of a module, by parameter id, in visiting order, as `f32` data.
+///
+/// Running state (BatchNorm's statistics) is synced first: Burn keeps each thread's update
+/// aside until a sync, and a visit alone would read the value from before the last step.
 pub fn float_params<B: Backend, M: Module<B>>(module: &M) -> Vec<(ParamId, TensorData)> {
+    // Making a record syncs every `RunningState`; its clones share the value with `module`.
+    let _ = module.clone().into_record();
     struct Collect(Vec<(ParamId, TensorData)>);
     impl<B: Backend> ModuleVisitor<B> for Collect {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
@@ -225,21 +230,45 @@ pub fn gradients<B: AutodiffBackend, M: Module<B>>(
     collect.1
 }
 
+/// The `f32` values of float data, or of any other element type converted.
+fn floats(data: &TensorData) -> Vec<f32> {
+    data.clone()
+        .convert::<f32>()
+        .to_vec::<f32>()
+        .expect("float data")
+}
+
+/// The larger of two errors, where NaN is the largest of all: `f32::max` would drop it, and an
+/// all-NaN result would then score 0 and pass.
+pub fn worst_of(a: f32, b: f32) -> f32 {
+    if a.is_nan() || b.is_nan() {
+        f32::NAN
+    } else {
+        a.max(b)
+    }
+}
+
+/// The largest finite magnitude in `expected` (NaN if it holds NaN): the scale that relative
+/// errors are measured against. Infinities must match exactly, so they set no scale.
+fn scale(expected: &[f32]) -> f32 {
+    expected
+        .iter()
+        .filter(|v| !v.is_infinite())
+        .fold(0f32, |m, v| worst_of(m, v.abs()))
+}
+
 /// The largest absolute difference between `actual` and `expected`, relative to the largest
-/// magnitude in `expected`.
+/// magnitude in `expected`. NaN when either holds NaN, infinity when they disagree on an
+/// infinity: no comparison of it with a tolerance then passes.
 pub fn relative_error(actual: &TensorData, expected: &TensorData) -> f32 {
     assert_eq!(actual.shape, expected.shape, "shapes differ");
-    let actual = actual.to_vec::<f32>().expect("float data");
-    let expected = expected.to_vec::<f32>().expect("float data");
-    let scale = expected
-        .iter()
-        .fold(0f32, |m, v| m.max(v.abs()))
-        .max(f32::MIN_POSITIVE);
-    let diff = actual
-        .iter()
-        .zip(&expected)
-        .fold(0f32, |m, (a, e)| m.max((a - e).abs()));
-    diff / scale
+    let (actual, expected) = (floats(actual), floats(expected));
+    let diff = actual.iter().zip(&expected).fold(0f32, |m, (a, e)| {
+        // Equal infinities are no difference; `inf - inf` would be NaN.
+        let d = if a == e { 0.0 } else { (a - e).abs() };
+        worst_of(m, d)
+    });
+    diff / scale(&expected).max(f32::MIN_POSITIVE)
 }
 
 /// Below this absolute difference two float tensors agree whatever their magnitude: a gradient
@@ -247,20 +276,45 @@ pub fn relative_error(actual: &TensorData, expected: &TensorData) -> f32 {
 /// terms away from zero, where a purely relative bound would measure rounding noise.
 pub const ABSOLUTE_FLOOR: f32 = 1e-7;
 
-/// Asserts that two tensors agree within `tolerance` relative to the magnitude of `expected`
-/// (its largest entry), or within [`ABSOLUTE_FLOOR`].
+/// The first element of `actual` outside `|a − e| ≤ atol + rtol·|e|`, as `(index, a, e)`;
+/// `None` when every element is inside. A NaN on either side is always outside, and so is an
+/// infinity that the other side does not equal.
+pub fn first_outside(
+    actual: &TensorData,
+    expected: &TensorData,
+    rtol: f32,
+    atol: f32,
+) -> Option<(usize, f32, f32)> {
+    assert_eq!(actual.shape, expected.shape, "shapes differ");
+    let (actual, expected) = (floats(actual), floats(expected));
+    actual
+        .iter()
+        .zip(&expected)
+        .enumerate()
+        .find(|(_, (a, e))| {
+            // An infinity (or NaN) on either side passes only as the very same value.
+            let finite = a.is_finite() && e.is_finite();
+            let inside = a == e || (finite && (*a - *e).abs() <= atol + rtol * e.abs());
+            !inside
+        })
+        .map(|(index, (a, e))| (index, *a, *e))
+}
+
+/// Asserts that every element of `actual` is within `|a − e| ≤ atol + rtol·|e|` of
+/// `expected`, with `rtol = tolerance` and `atol = tolerance · max|e| + ABSOLUTE_FLOOR`: an
+/// entry near zero is held to the rounding of the tensor's largest terms, never less than
+/// [`ABSOLUTE_FLOOR`]. NaN fails, and so does an all-zero `expected` with anything but tiny
+/// differences.
 #[track_caller]
 pub fn assert_close(actual: &TensorData, expected: &TensorData, tolerance: f32, what: &str) {
-    let error = relative_error(actual, expected);
-    let scale = expected
-        .to_vec::<f32>()
-        .expect("float data")
-        .iter()
-        .fold(0f32, |m, v| m.max(v.abs()));
-    assert!(
-        error <= tolerance || error * scale <= ABSOLUTE_FLOOR,
-        "{what}: relative error {error:e} above {tolerance:e}\n actual: {actual:?}\n expected: {expected:?}"
-    );
+    let atol = tolerance * scale(&floats(expected)) + ABSOLUTE_FLOOR;
+    if let Some((index, a, e)) = first_outside(actual, expected, tolerance, atol) {
+        panic!(
+            "{what}: element {index} is {a:e} where {e:e} is expected (rtol {tolerance:e}, \
+             atol {atol:e}); relative error of the tensor {:e}\n actual: {actual:?}\n expected: {expected:?}",
+            relative_error(actual, expected)
+        );
+    }
 }
 
 /// Asserts that two modules hold the same float tensors, id for id, within `tolerance`.

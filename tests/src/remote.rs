@@ -1,7 +1,8 @@
 //! Burn servers started inside the test process, on 127.0.0.1, for the remote backend's tests.
 
+use std::collections::BTreeSet;
 use std::net::{TcpListener, TcpStream};
-use std::sync::{Mutex, mpsc};
+use std::sync::{Mutex, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use burn::backend::Flex;
@@ -13,6 +14,30 @@ use burn::train::{ClassificationOutput, TrainOutput, TrainStep};
 use crate::Mlp;
 use crate::learner::ClassBatch;
 
+/// Every port handed to a server of this process: never handed out twice.
+static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+
+/// A port that the OS says is free and that no server of this process was ever given.
+///
+/// Burn's server binds its port itself, so the port must be freed before it starts. Tests run
+/// in parallel threads: without this record, the OS could hand the port just freed here to
+/// another test's server before this one binds it, and both would talk to one server.
+fn unused_port() -> u16 {
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        if HANDED_OUT
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(port)
+        {
+            return port;
+        }
+    }
+}
+
 /// One Burn server (Flex behind it) on its own Tokio runtime, so that it can be stopped alone.
 pub struct Server {
     port: u16,
@@ -22,10 +47,7 @@ pub struct Server {
 impl Server {
     /// Starts a server on a free port and waits until it accepts connections.
     pub fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|listener| listener.local_addr())
-            .expect("a free port")
-            .port();
+        let port = unused_port();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_io()

@@ -14,7 +14,6 @@ use burn::module::{
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use crate::data_parallel::DataParallel;
-use crate::transfer::{Replicate, replicate};
 
 impl<B: Backend, M: Module<B>> Module<B> for DataParallel<B, M> {
     type Record = M::Record;
@@ -28,13 +27,14 @@ impl<B: Backend, M: Module<B>> Module<B> for DataParallel<B, M> {
         self.with_host(device.clone())
     }
 
-    /// Moves the template to `device`, which becomes the host.
+    /// Moves the template to `device`, which becomes the host, as [`fork`](Module::fork) does.
+    ///
+    /// The template is what the optimizer updates, so its parameters must stay trainable
+    /// leaves. Burn's `to_device` of a parameter keeps it linked to the old device's leaf and
+    /// clears its `require_grad` flag: replicas made from such a template would get no
+    /// gradients, and training would silently stop.
     fn to_device(self, device: &B::Device) -> Self {
-        Self {
-            template: replicate(self.template, device, Replicate::Linked),
-            host: device.clone(),
-            ..self
-        }
+        self.with_host(device.clone())
     }
 
     fn visit<V: ModuleVisitor<B>>(&self, visitor: &mut V) {

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 /// and losses are combined.
 ///
 /// **Note:** gradients are combined on the host, in device order, never in the order the
-/// replicas finish, so two runs give bit-identical results.
+/// replicas finish, so two runs from the same seed without dropout give bit-identical results.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reduction {
     /// The loss is a mean over the batch (Burn's default, e.g. `CrossEntropyLoss`): the gradient
