@@ -1,12 +1,18 @@
 //! Integration tests of burn-data-parallel, in one binary so that Burn is linked once.
 
+mod comparisons;
 mod cuda;
 mod derive;
+mod determinism;
+mod devices;
 mod errors;
 mod gpu_check;
 mod keras_forward;
+mod keras_parallel;
 mod learner;
+mod outputs;
 mod properties;
 mod records;
 mod remote;
+mod state;
 mod traffic;

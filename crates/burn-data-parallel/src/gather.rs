@@ -2,6 +2,7 @@
 
 use burn::tensor::{BasicOps, Tensor, backend::Backend};
 
+use crate::cut::{CutSplit, Cuts, merge_cut};
 use crate::error::{DataParallelError, Result};
 use crate::reduce::Reduction;
 use crate::split::SplitPlan;
@@ -52,6 +53,8 @@ pub struct GatherContext<'a, B: Backend> {
     host: &'a B::Device,
     plan: &'a SplitPlan,
     reduction: Reduction,
+    /// Set by `forward_parallel`: float merges become fresh leaves, recorded here.
+    cuts: Option<&'a Cuts<B>>,
 }
 
 impl<'a, B: Backend> GatherContext<'a, B> {
@@ -61,6 +64,16 @@ impl<'a, B: Backend> GatherContext<'a, B> {
             host,
             plan,
             reduction,
+            cuts: None,
+        }
+    }
+
+    /// The same context, merging float tensors as fresh leaves recorded in `cuts` (see
+    /// `cut.rs`).
+    pub(crate) fn cutting(self, cuts: &'a Cuts<B>) -> Self {
+        Self {
+            cuts: Some(cuts),
+            ..self
         }
     }
 
@@ -96,6 +109,11 @@ impl<'a, B: Backend> GatherContext<'a, B> {
         &self,
         parts: Vec<Tensor<B, D, K>>,
     ) -> Result<Tensor<B, D, K>> {
+        if let Some(cuts) = self.cuts {
+            return merge_cut(cuts, self.host, parts, CutSplit::Rows, |parts| {
+                self.uncut().cat(parts)
+            });
+        }
         let mut parts: Vec<_> = parts.into_iter().map(|part| self.to_host(part)).collect();
         match parts.len() {
             0 => Err(no_parts()),
@@ -114,6 +132,12 @@ impl<'a, B: Backend> GatherContext<'a, B> {
     /// [`DataParallelError::Gather`] when `parts` is empty.
     pub fn weighted_mean<const D: usize>(&self, parts: Vec<Tensor<B, D>>) -> Result<Tensor<B, D>> {
         let weights = self.plan.weights();
+        if let Some(cuts) = self.cuts {
+            let split = CutSplit::Scaled(weights);
+            return merge_cut(cuts, self.host, parts, split, |parts| {
+                self.uncut().weighted_mean(parts)
+            });
+        }
         let weighted = parts.into_iter().zip(weights).map(|(part, weight)| {
             let part = self.to_host(part);
             // A single shard has weight 1: leave it bit for bit as it is.
@@ -132,11 +156,25 @@ impl<'a, B: Backend> GatherContext<'a, B> {
     ///
     /// [`DataParallelError::Gather`] when `parts` is empty.
     pub fn sum<const D: usize>(&self, parts: Vec<Tensor<B, D>>) -> Result<Tensor<B, D>> {
+        if let Some(cuts) = self.cuts {
+            let split = CutSplit::Scaled(vec![1.0; parts.len()]);
+            return merge_cut(cuts, self.host, parts, split, |parts| {
+                self.uncut().sum(parts)
+            });
+        }
         parts
             .into_iter()
             .map(|part| self.to_host(part))
             .reduce(Tensor::add)
             .ok_or_else(no_parts)
+    }
+
+    /// This context without cuts: what a cut merges its detached parts with.
+    fn uncut(&self) -> Self {
+        Self {
+            cuts: None,
+            ..self.clone()
+        }
     }
 
     /// Merges per-shard losses as the inner model reduced them: the

@@ -1,4 +1,4 @@
-//! Gradient reduction (feature `train`): each replica's gradients are weighted and moved to the
+//! Gradient reduction: each replica's gradients are weighted and moved to the
 //! host on the replica's own worker, in parallel; the host then only adds them, in device
 //! order.
 

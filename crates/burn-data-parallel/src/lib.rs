@@ -28,10 +28,16 @@
 //! # The contract
 //!
 //! - **Same result as one device**: training over N devices gives the parameters that training
-//!   the bare model on one device with the same batches gives, within float rounding.
+//!   the bare model on one device with the same batches gives, within float rounding, for
+//!   models without dropout whose layers treat rows independently and whose loss is a mean
+//!   over rows (or a sum, with [`Reduction::Sum`]). BatchNorm normalises each shard with its
+//!   own statistics, so BatchNorm models differ.
 //! - **One source of truth**: only the template is a module to Burn; the record of a
 //!   `DataParallel` is its template's record, byte for byte.
-//! - **Deterministic**: results are reduced in device order, never in completion order.
+//! - **Deterministic**: outputs, gradients, losses and (on the per-replica path) running state
+//!   are reduced in device order, never in completion order. On the Keras-style path,
+//!   BatchNorm's running state is Burn's unweighted mean over the replicas' threads, summed in
+//!   hash-map order.
 //! - **Clear errors**: a bad device list or an input that cannot be split is a
 //!   [`DataParallelError`]; a replica that panics is named, after every replica has joined.
 //!
@@ -53,13 +59,14 @@
 //!   `docs/scale-out.md` for what it supports and Burn 0.21's limits.
 #![deny(missing_docs)]
 
+mod backward;
 #[cfg(feature = "cuda")]
 mod cuda;
+mod cut;
 mod data_parallel;
 mod device;
 mod error;
 mod gather;
-#[cfg(feature = "train")]
 mod gradients;
 mod graph;
 #[cfg(feature = "train")]
@@ -108,6 +115,7 @@ mod guide {
     struct ScaleOut;
 }
 
+pub use backward::ParallelBackward;
 pub use burn_data_parallel_derive::{Gather, Scatter};
 #[cfg(feature = "cuda")]
 pub use cuda::{CudaDevices, cuda_devices, cuda_driver_present};

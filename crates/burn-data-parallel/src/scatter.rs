@@ -1,6 +1,7 @@
 //! [`Scatter`]: what can be cut along the batch dimension and sent to the replicas.
 
 use core::any::Any;
+use core::cell::Cell;
 use core::ops::Range;
 
 use burn::tensor::{BasicOps, Tensor, backend::Backend};
@@ -103,6 +104,49 @@ pub(crate) fn scatter<B: Backend, I: Scatter<B>>(
         .collect()
 }
 
+thread_local! {
+    /// Whether shards made on this thread leave the autodiff graph (see [`detaching_shards`]).
+    static DETACHING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Makes the shards cut on this thread detached from the input's autodiff graph until the
+/// returned guard is dropped.
+///
+/// `forward_parallel` runs each replica's backward pass on its own worker: a shard linked to
+/// the caller's graph would let those passes reach into it from several threads at once, where
+/// Burn 0.21 can deadlock. Its inputs are data, so they are cut off.
+pub(crate) fn detaching_shards() -> DetachingGuard {
+    DetachingGuard(DETACHING.replace(true))
+}
+
+/// Restores the previous setting when dropped.
+pub(crate) struct DetachingGuard(bool);
+
+impl Drop for DetachingGuard {
+    fn drop(&mut self) {
+        DETACHING.set(self.0);
+    }
+}
+
+/// `tensor` detached from the autodiff graph, if it is a float tensor (only those are
+/// tracked).
+fn detached<B: Backend, const D: usize, K: BasicOps<B> + 'static>(
+    tensor: Tensor<B, D, K>,
+) -> Tensor<B, D, K> {
+    let boxed: Box<dyn Any> = Box::new(tensor);
+    match boxed.downcast::<Tensor<B, D>>() {
+        Ok(float) => {
+            let detached: Box<dyn Any> = Box::new(float.detach());
+            *detached
+                .downcast::<Tensor<B, D, K>>()
+                .expect("the tensor was a Tensor<B, D, K>")
+        }
+        Err(other) => *other
+            .downcast::<Tensor<B, D, K>>()
+            .expect("the tensor was boxed as Tensor<B, D, K>"),
+    }
+}
+
 impl<B, const D: usize, K> Scatter<B> for Tensor<B, D, K>
 where
     B: Backend,
@@ -117,6 +161,11 @@ where
             self.clone()
         } else {
             self.clone().narrow(0, rows.start, rows.len())
+        };
+        let tensor = if DETACHING.get() {
+            detached(tensor)
+        } else {
+            tensor
         };
         move_to(tensor, device, Direction::ToReplica)
     }

@@ -251,6 +251,25 @@ fn dp_configs<'a, M: Measured>(
         );
         config.bound = Some(bound);
         configs.push(config);
+
+        let mut dp = new_dp();
+        let mut optim = AdamConfig::new().init();
+        let mut config = Config::new(
+            format!("{label}, forward_parallel + parallel backward"),
+            replicas,
+            "a'",
+            move |steps| {
+                for _ in 0..steps {
+                    let (logits, pending) =
+                        dp.forward_parallel(batch.clone(), |m, shard| m.logits(&shard));
+                    let grads = pending.backward(loss(logits, batch));
+                    dp = optim.step(1e-3, dp.clone(), grads);
+                }
+                steps * n
+            },
+        );
+        config.bound = Some(bound);
+        configs.push(config);
     }
     configs
 }
@@ -459,8 +478,18 @@ fn measure<M: Measured>(
     }
 }
 
+/// Throughput of DataParallel against the bare model and Burn's multi-device strategy, on CPU
+/// devices: prints one table per model.
+#[derive(Debug, clap::Parser)]
+#[command(name = "throughput", version, about)]
+struct Options {
+    /// One round of few steps: for trying the program, not for figures.
+    #[arg(long)]
+    quick: bool,
+}
+
 fn main() -> ExitCode {
-    let quick = std::env::args().any(|arg| arg == "--quick");
+    let quick = <Options as clap::Parser>::parse().quick;
     let host = DispatchDevice::NdArray(NdArrayDevice::Cpu);
     let other = DispatchDevice::Flex(FlexDevice);
     println!(

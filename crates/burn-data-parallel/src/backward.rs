@@ -1,0 +1,238 @@
+//! The Keras-style path whose backward runs on the replicas:
+//! [`DataParallel::forward_parallel`] and [`ParallelBackward`].
+//!
+//! Keras's `multi_gpu_model` computes the loss on the merged output; so does this path. Each
+//! replica is forked from the template (its own autodiff leaves and running state, as on the
+//! per-replica path) and runs forward on its worker. The outputs are merged on the host from
+//! detached copies, as fresh leaves (see `cut.rs`), so the user's loss and its backward pass
+//! on the host stop at the merged output. [`ParallelBackward::backward`] then hands each
+//! replica its slice of the merged output's gradient, and each worker runs its replica's
+//! backward pass in parallel; the replicas' gradients are added on the host in device order.
+
+use burn::module::AutodiffModule;
+use burn::optim::GradientsParams;
+use burn::tensor::Tensor;
+use burn::tensor::backend::AutodiffBackend;
+
+use crate::cut::{Cut, CutSplit, Cuts};
+use crate::data_parallel::DataParallel;
+use crate::error::Result;
+use crate::gather::Gather;
+use crate::gradients::{sum_gradients, weighted_on_host};
+use crate::replica::{Job, Workers, run_replicas};
+use crate::scatter::{Scatter, detaching_shards};
+use crate::split::SplitPlan;
+use crate::state::{collect_state, write_state};
+use crate::transfer::{Direction, Replicate, counting, move_to, replicate};
+
+/// What [`DataParallel::forward_parallel`] leaves for the backward pass: each replica with the
+/// parts of its output that the merged output was cut from.
+///
+/// Call [`backward`](Self::backward) (or [`try_backward`](Self::try_backward)) with the loss
+/// computed from the merged output; it returns the template's gradients.
+#[must_use = "the replicas' backward passes run only when `backward` is called"]
+pub struct ParallelBackward<B: AutodiffBackend, M> {
+    replicas: Vec<M>,
+    devices: Vec<B::Device>,
+    cuts: Vec<Cut<B>>,
+    plan: SplitPlan,
+    template: M,
+    host: B::Device,
+    workers: std::sync::Arc<Workers>,
+}
+
+impl<B: AutodiffBackend, M> core::fmt::Debug for ParallelBackward<B, M> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ParallelBackward")
+            .field("devices", &self.devices)
+            .field("merged_tensors", &self.cuts.len())
+            .field("plan", &self.plan)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B, M> DataParallel<B, M>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + 'static,
+{
+    /// Keras-style training with a parallel backward: splits `input` along dim 0, runs
+    /// `forward` on every replica in parallel, and merges the outputs on the host, as
+    /// [`forward`](Self::forward) does; but the merged output's float tensors are fresh
+    /// leaves, so the loss's backward on the host stops there, and
+    /// [`ParallelBackward::backward`] runs each replica's backward on its own worker thread.
+    ///
+    /// ```
+    /// use burn::backend::{Autodiff, NdArray, ndarray::NdArrayDevice};
+    /// use burn::nn::{Linear, LinearConfig};
+    /// use burn::optim::{AdamConfig, Optimizer};
+    /// use burn::tensor::{Distribution, Tensor};
+    /// use burn_data_parallel::DataParallel;
+    ///
+    /// type B = Autodiff<NdArray>;
+    /// let host = NdArrayDevice::Cpu;
+    /// let model: Linear<B> = LinearConfig::new(8, 1).init(&host);
+    /// let dp = DataParallel::new(model, vec![host; 2]).unwrap();
+    ///
+    /// let x = Tensor::<B, 2>::random([10, 8], Distribution::Default, &host);
+    /// let (y, pending) = dp.forward_parallel(x, |model, shard| model.forward(shard));
+    /// let loss = y.powi_scalar(2).mean(); // on the merged output, as with Keras
+    /// let grads = pending.backward(loss); // each replica's backward on its worker
+    /// let dp = AdamConfig::new().init().step(1e-3, dp, grads);
+    /// ```
+    ///
+    /// Every float tensor that the output's [`Gather`] merges through the
+    /// [`GatherContext`](crate::GatherContext) (tensors, tuples, `Vec`, `Option`, arrays,
+    /// [`Mean`](crate::Mean), [`Sum`](crate::Sum), burn-train's outputs and derived structs)
+    /// carries its gradient back to the replicas. A field merged as `#[gather(first)]` or
+    /// `skip` carries none.
+    ///
+    /// The input's shards are detached from its autodiff graph: the replicas' backward passes
+    /// run on their own threads and stop at their shards, so an input that requires a
+    /// gradient gets none. Use [`forward`](Self::forward), whose one backward pass reaches
+    /// tracked inputs, when an input's gradient is wanted.
+    ///
+    /// State updated in forward (BatchNorm's running statistics) becomes the shard-weighted
+    /// mean of the replicas' updates, summed in device order and stored in the template, as
+    /// on the per-replica path.
+    ///
+    /// # Panics
+    ///
+    /// With the message of the error [`try_forward_parallel`](Self::try_forward_parallel)
+    /// would return.
+    pub fn forward_parallel<I, O, F>(&self, input: I, forward: F) -> (O, ParallelBackward<B, M>)
+    where
+        I: Scatter<B> + Send,
+        O: Gather<B> + Send,
+        F: Fn(&M, I) -> O + Sync,
+    {
+        self.try_forward_parallel(input, forward)
+            .unwrap_or_else(|error| panic!("DataParallel::forward_parallel failed: {error}"))
+    }
+
+    /// [`forward_parallel`](Self::forward_parallel), returning errors instead of panicking.
+    ///
+    /// # Errors
+    ///
+    /// The input errors of [`try_forward`](Self::try_forward);
+    /// [`ReplicaPanicked`](crate::DataParallelError::ReplicaPanicked) when
+    /// `forward` panics on a replica; [`Gather`](crate::DataParallelError::Gather) when the outputs
+    /// cannot be merged. On error the template, running state included, is unchanged.
+    pub fn try_forward_parallel<I, O, F>(
+        &self,
+        input: I,
+        forward: F,
+    ) -> Result<(O, ParallelBackward<B, M>)>
+    where
+        I: Scatter<B> + Send,
+        O: Gather<B> + Send,
+        F: Fn(&M, I) -> O + Sync,
+    {
+        let plan = self.plan(&input)?;
+        let _counting = counting(&self.traffic);
+        // As on the per-replica path: running state of its own (`valid()`), fresh leaves made
+        // on the worker (`fork`); shards detached from the input's graph.
+        let jobs = {
+            let _detaching = detaching_shards();
+            self.jobs(&plan, &input, |template, _| M::from_inner(template.valid()))
+        };
+        let traffic = self.traffic.clone();
+        let work = |replica: M, shard: I, device: &B::Device| {
+            let _counting = counting(&traffic);
+            let replica = replicate(replica, device, Replicate::Forked);
+            let output = forward(&replica, shard);
+            (replica, output)
+        };
+        let results = run_replicas(&self.workers, jobs, &work)?;
+        let (replicas, outputs): (Vec<M>, Vec<O>) = results.into_iter().unzip();
+
+        let cuts = Cuts::<B>::default();
+        let output = O::gather(outputs, &self.gather_context(&plan).cutting(&cuts))?;
+        let states = replicas.iter().map(collect_state).collect();
+        write_state(&self.template, states, &plan.weights(), &self.host);
+        let pending = ParallelBackward {
+            replicas,
+            devices: self.devices[..plan.len()].to_vec(),
+            cuts: cuts.into_inner(),
+            plan,
+            template: self.template.clone(),
+            host: self.host.clone(),
+            workers: self.workers.clone(),
+        };
+        Ok((output, pending))
+    }
+}
+
+impl<B, M> ParallelBackward<B, M>
+where
+    B: AutodiffBackend,
+    M: AutodiffModule<B> + 'static,
+{
+    /// Runs `loss`'s backward pass on the host, down to the merged output, then each replica's
+    /// backward pass on its worker, in parallel, and returns the template's gradients: the
+    /// replicas' gradients added in device order.
+    ///
+    /// # Panics
+    ///
+    /// With the message of the error [`try_backward`](Self::try_backward) would return.
+    pub fn backward<const D: usize>(self, loss: Tensor<B, D>) -> GradientsParams {
+        self.try_backward(loss)
+            .unwrap_or_else(|error| panic!("DataParallel backward pass failed: {error}"))
+    }
+
+    /// [`backward`](Self::backward), returning errors instead of panicking.
+    ///
+    /// # Errors
+    ///
+    /// [`ReplicaPanicked`](crate::DataParallelError::ReplicaPanicked) when a replica's backward pass
+    /// panics; the template is unchanged (it only receives gradients).
+    pub fn try_backward<const D: usize>(self, loss: Tensor<B, D>) -> Result<GradientsParams> {
+        let host_grads = loss.backward();
+        let replica_count = self.replicas.len();
+        // Each replica's share of the loss: Σ over the merged tensors of (part · gradient).
+        let mut terms: Vec<Vec<Tensor<B, 1>>> = (0..replica_count).map(|_| Vec::new()).collect();
+        for cut in self.cuts {
+            let Some(grad) = cut.leaf.grad(&host_grads) else {
+                continue; // the loss does not read this merged tensor
+            };
+            let grad = Tensor::<B, 1>::from_inner(grad);
+            let mut offset = 0;
+            for (index, part) in cut.parts.into_iter().enumerate() {
+                let len = part.dims()[0];
+                let slice = match &cut.split {
+                    CutSplit::Rows => grad.clone().narrow(0, offset, len),
+                    CutSplit::Scaled(weights) if weights[index] == 1.0 => grad.clone(),
+                    CutSplit::Scaled(weights) => grad.clone().mul_scalar(weights[index]),
+                };
+                offset += len;
+                let slice = move_to(slice, &part.device(), Direction::ToReplica);
+                terms[index].push((part * slice).sum());
+            }
+        }
+        let jobs = self
+            .replicas
+            .into_iter()
+            .zip(terms)
+            .zip(self.devices.iter().zip(self.plan.shards()))
+            .map(|((replica, terms), (device, rows))| Job {
+                replica,
+                shard: Terms(terms),
+                device,
+                rows: rows.clone(),
+            })
+            .collect();
+        let host = self.host;
+        let work = move |replica: M, Terms(terms): Terms<B>, _: &B::Device| {
+            let Some(total) = terms.into_iter().reduce(Tensor::add) else {
+                return GradientsParams::new();
+            };
+            let grads = GradientsParams::from_grads(total.backward(), &replica);
+            weighted_on_host(&replica, grads, 1.0, &host)
+        };
+        let grads = run_replicas(&self.workers, jobs, &work)?;
+        Ok(sum_gradients(&self.template, grads))
+    }
+}
+
+/// One replica's terms of the vector-Jacobian product, sent to its worker.
+struct Terms<B: AutodiffBackend>(Vec<Tensor<B, 1>>);
