@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use burn::module::Module;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
-use burn::tensor::TensorData;
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
 use burn::train::{RegressionOutput, TrainOutput, TrainStep};
 use burn_data_parallel::DataParallel;
 use burn_data_parallel_tests::learner::RegressionBatch;
@@ -96,21 +96,36 @@ struct Run {
     weights: Vec<TensorData>,
 }
 
+/// Values from a formula, not the backend's random generator: that generator is global, and
+/// tests running at the same time would draw from it between the two runs.
+fn values<const D: usize>(shape: [usize; D], salt: u64) -> Tensor<DispatchAutodiff, D> {
+    let len: usize = shape.iter().product();
+    let data: Vec<f32> = (0..len)
+        .map(|i| ((i as f64 * 0.7 + salt as f64 * 1.3).sin() * 0.9) as f32)
+        .collect();
+    Tensor::from_data(TensorData::new(data, shape), &flex())
+}
+
 fn batch(step: u64) -> RegressionBatch<DispatchAutodiff> {
     // 11 rows: shards of 3, 3, 3 and 2.
-    (
-        random([11, 4], 100 + step, &flex()),
-        random([11, 3], 200 + step, &flex()),
-    )
+    (values([11, 4], 100 + step), values([11, 3], 200 + step))
+}
+
+/// One model for both runs of a test: each run trains its own copy (leaves and running state
+/// of its own, same values).
+fn model<M: burn::module::AutodiffModule<DispatchAutodiff>>(
+    cell: &'static std::sync::OnceLock<M>,
+    make: impl FnOnce() -> M,
+) -> M {
+    bare_copy(cell.get_or_init(|| initialised(make())))
 }
 
 /// Three `try_train_step`s with Adam, replicas finishing in the chosen order.
 fn train_step_run(reversed: bool) -> (Run, Vec<usize>) {
-    let host = flex();
-    DispatchAutodiff::seed(&host, 5);
-    let model = Ordered {
-        inner: Normalised::new(4, 3, &host),
-    };
+    static MODEL: std::sync::OnceLock<Ordered<DispatchAutodiff>> = std::sync::OnceLock::new();
+    let model = model(&MODEL, || Ordered {
+        inner: Normalised::new(4, 3, &flex()),
+    });
     let mut dp = DataParallel::new(model, mixed_devices(REPLICAS)).expect("valid");
     let mut optim = AdamConfig::new().init();
     let (mut outputs, mut all_gradients) = (Vec::new(), Vec::new());
@@ -141,15 +156,14 @@ fn train_step_run(reversed: bool) -> (Run, Vec<usize>) {
 /// Three Keras-style steps (forward, one backward, Adam), replicas finishing in the chosen
 /// order.
 fn keras_run(reversed: bool) -> (Run, Vec<usize>) {
-    let host = flex();
-    DispatchAutodiff::seed(&host, 6);
-    let model = initialised(ConvNet::<DispatchAutodiff>::new(3, &host));
+    static MODEL: std::sync::OnceLock<ConvNet<DispatchAutodiff>> = std::sync::OnceLock::new();
+    let model = model(&MODEL, || ConvNet::new(3, &flex()));
     let mut dp = DataParallel::new(model, mixed_devices(REPLICAS)).expect("valid");
     let mut optim = AdamConfig::new().init();
     let (mut outputs, mut all_gradients) = (Vec::new(), Vec::new());
     start_run(reversed);
     for step in 0..3 {
-        let images = random::<DispatchAutodiff, 4>([11, 1, 6, 6], 300 + step, &host);
+        let images = values([11, 1, 6, 6], 300 + step);
         let output = dp.forward(images, |model, shard| {
             let output = model.forward(shard);
             finish_in_order();
@@ -157,6 +171,40 @@ fn keras_run(reversed: bool) -> (Run, Vec<usize>) {
         });
         outputs.push(output.to_data());
         let grads = GradientsParams::from_grads(output.powi_scalar(2).mean().backward(), &dp);
+        all_gradients.extend(gradients(dp.template(), &grads).into_iter().map(|g| g.1));
+        dp = optim.step(1e-2, dp, grads);
+    }
+    let weights = float_params(dp.template())
+        .into_iter()
+        .map(|p| p.1)
+        .collect();
+    let run = Run {
+        outputs,
+        gradients: all_gradients,
+        weights,
+    };
+    (run, finish_order())
+}
+
+/// Three Keras-style steps with a parallel backward (`forward_parallel`, Adam) on
+/// [`Normalised`], whose running state merges too, replicas finishing in the chosen order in
+/// forward and in backward.
+fn parallel_keras_run(reversed: bool) -> (Run, Vec<usize>) {
+    static MODEL: std::sync::OnceLock<Normalised<DispatchAutodiff>> = std::sync::OnceLock::new();
+    let model = model(&MODEL, || Normalised::new(4, 3, &flex()));
+    let mut dp = DataParallel::new(model, mixed_devices(REPLICAS)).expect("valid");
+    let mut optim = AdamConfig::new().init();
+    let (mut outputs, mut all_gradients) = (Vec::new(), Vec::new());
+    start_run(reversed);
+    for step in 0..3 {
+        let (x, targets) = batch(step);
+        let (output, pending) = dp.forward_parallel(x, |model, shard| {
+            let output = model.forward(shard);
+            finish_in_order();
+            output
+        });
+        outputs.push(output.to_data());
+        let grads = pending.backward((output - targets).powi_scalar(2).mean());
         all_gradients.extend(gradients(dp.template(), &grads).into_iter().map(|g| g.1));
         dp = optim.step(1e-2, dp, grads);
     }
@@ -204,4 +252,9 @@ fn the_train_step_path_does_not_depend_on_the_finish_order() {
 #[test]
 fn the_keras_style_path_does_not_depend_on_the_finish_order() {
     assert_same_in_opposite_orders(keras_run);
+}
+
+#[test]
+fn the_parallel_keras_style_path_does_not_depend_on_the_finish_order() {
+    assert_same_in_opposite_orders(parallel_keras_run);
 }

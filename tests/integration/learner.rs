@@ -141,12 +141,11 @@ fn a_train_step_gives_the_full_batch_item_and_gradients() {
 /// Trains with `try_train_step` and Adam for five steps and returns every weight.
 fn five_steps(replicas: usize) -> Vec<TensorData> {
     let host = flex();
-    DispatchAutodiff::seed(&host, 42);
-    let mut dp = DataParallel::new(
-        Mlp::<DispatchAutodiff>::new(5, 3, &host),
-        mixed_devices(replicas),
-    )
-    .expect("valid");
+    // One model for every run, initialised once: the backend's random generator is global,
+    // and tests running at the same time would draw from it between a seed and a draw.
+    static MODEL: std::sync::OnceLock<Mlp<DispatchAutodiff>> = std::sync::OnceLock::new();
+    let model = bare_copy(MODEL.get_or_init(|| initialised(Mlp::new(5, 3, &flex()))));
+    let mut dp = DataParallel::new(model, mixed_devices(replicas)).expect("valid");
     let mut optim = AdamConfig::new().init();
     for _ in 0..5 {
         let output = dp.try_train_step(class_batch(11, &host)).expect("step");

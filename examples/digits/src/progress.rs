@@ -333,7 +333,7 @@ mod tests {
             train_loss: Some(0.5),
             train_accuracy: Some(90.0),
             valid_loss: None,
-            valid_accuracy: Some(88.125),
+            valid_accuracy: Some(88.126),
         }
     }
 
