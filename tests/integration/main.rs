@@ -14,5 +14,6 @@ mod outputs;
 mod properties;
 mod records;
 mod remote;
+mod split;
 mod state;
 mod traffic;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 
+use crate::balance::Split;
 use crate::device::{check_devices, template_device};
 use crate::error::Result;
 use crate::gather::{Gather, GatherContext};
@@ -64,6 +65,7 @@ pub struct DataParallel<B: Backend, M> {
     pub(crate) devices: Vec<B::Device>,
     pub(crate) host: B::Device,
     pub(crate) reduction: Reduction,
+    pub(crate) split: Split,
     pub(crate) traffic: Arc<TrafficCounter>,
     pub(crate) workers: Arc<Workers>,
 }
@@ -93,6 +95,7 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
             devices,
             host,
             reduction: Reduction::default(),
+            split: Split::default(),
             traffic: Arc::default(),
             workers,
         })
@@ -116,6 +119,61 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
     #[must_use]
     pub fn with_reduction(self, reduction: Reduction) -> Self {
         Self { reduction, ..self }
+    }
+
+    /// Sets how batches are shared among the replicas (default [`Split::Even`]).
+    ///
+    /// [`Split::Weighted`] gives rows in proportion to fixed weights, one per device;
+    /// [`Split::Balanced`] measures each replica's time per row and gives faster devices more.
+    /// Either way the results are the even split's: shards are weighted by their share of the
+    /// batch.
+    ///
+    /// ```
+    /// use burn::backend::{Autodiff, NdArray, ndarray::NdArrayDevice};
+    /// use burn::nn::{Linear, LinearConfig};
+    /// use burn_data_parallel::{DataParallel, Split};
+    ///
+    /// type B = Autodiff<NdArray>;
+    /// let host = NdArrayDevice::Cpu;
+    /// let model: Linear<B> = LinearConfig::new(4, 2).init(&host);
+    /// let dp = DataParallel::new(model, vec![host; 2])
+    ///     .unwrap()
+    ///     .with_split(Split::Weighted(vec![3.0, 1.0]))
+    ///     .unwrap();
+    /// assert_eq!(dp.split_plan(8).unwrap().shards(), &[0..6, 6..8]);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidSplit`](crate::DataParallelError::InvalidSplit) when the weights are not one
+    /// finite number above zero per device.
+    pub fn with_split(self, split: Split) -> Result<Self> {
+        split.check(self.devices.len())?;
+        Ok(Self { split, ..self })
+    }
+
+    /// How batches are shared among the replicas; see [`with_split`](Self::with_split).
+    pub fn split(&self) -> &Split {
+        &self.split
+    }
+
+    /// The rows each replica would get of a batch of `batch_size` rows in the next call.
+    ///
+    /// # Errors
+    ///
+    /// [`EmptyBatch`](crate::DataParallelError::EmptyBatch) when `batch_size` is 0.
+    pub fn split_plan(&self, batch_size: usize) -> Result<SplitPlan> {
+        self.split
+            .plan(batch_size, self.devices.len(), &self.workers.speeds)
+    }
+
+    /// Each replica's measured time per row, in seconds, in device order: a running estimate
+    /// over recent calls, `None` for a replica that has not run yet. [`Split::Balanced`] plans
+    /// with it.
+    pub fn replica_seconds_per_row(&self) -> Vec<Option<f64>> {
+        let mut estimates = self.workers.speeds.seconds_per_row();
+        estimates.resize(self.devices.len(), None);
+        estimates
     }
 
     /// The template: the module that holds the weights.
@@ -235,7 +293,7 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
     /// are checked first: a lost one is an error here, before any tensor moves, since moving a
     /// tensor to a lost server panics on the caller's thread.
     pub(crate) fn plan<I: Scatter<B>>(&self, input: &I) -> Result<SplitPlan> {
-        let plan = SplitPlan::new(batch_size(input)?, self.devices.len())?;
+        let plan = self.split_plan(batch_size(input)?)?;
         #[cfg(feature = "remote")]
         crate::remote::lost::check_servers::<B>(
             core::iter::once(&self.host).chain(&self.devices[..plan.len()]),

@@ -111,6 +111,14 @@ pub enum DataParallelError {
         device: String,
     },
 
+    /// A split was asked for that cannot be made (see
+    /// [`DataParallel::with_split`](crate::DataParallel::with_split)).
+    #[error("invalid split: {reason}")]
+    InvalidSplit {
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// The operating system refused to start the replicas' worker threads.
     #[error("could not start the {threads} worker threads of the replicas: {message}")]
     ThreadSpawn {

@@ -34,16 +34,22 @@
 //!   own statistics, so BatchNorm models differ.
 //! - **One source of truth**: only the template is a module to Burn; the record of a
 //!   `DataParallel` is its template's record, byte for byte.
-//! - **Deterministic**: outputs, gradients, losses and (on the per-replica path) running state
-//!   are reduced in device order, never in completion order. On the Keras-style path,
-//!   BatchNorm's running state is Burn's unweighted mean over the replicas' threads, summed in
-//!   hash-map order.
+//! - **Deterministic**: outputs, gradients, losses and running state are reduced in device
+//!   order, never in completion order. The one exception is the Keras-style
+//!   [`forward`](DataParallel::forward), where BatchNorm's running state is Burn's unweighted
+//!   mean over the replicas' threads, summed in hash-map order;
+//!   [`forward_parallel`](DataParallel::forward_parallel) merges it shard-weighted in device
+//!   order.
 //! - **Clear errors**: a bad device list or an input that cannot be split is a
 //!   [`DataParallelError`]; a replica that panics is named, after every replica has joined.
 //!
 //! # Crate layout
 //!
-//! - [`DataParallel`]: the wrapper, with the Keras-style [`forward`](DataParallel::forward).
+//! - [`DataParallel`]: the wrapper, with the Keras-style
+//!   [`forward_parallel`](DataParallel::forward_parallel) (backward on the replicas, through
+//!   [`ParallelBackward`]) and [`forward`](DataParallel::forward) (one backward on the caller's
+//!   thread), and the per-replica `try_train_step` behind Burn's `Learner`.
+//! - [`Split`]: even, weighted or self-balancing shares of each batch.
 //! - [`Scatter`] and [`Gather`]: what crosses the split, for tensors, tuples, `Vec`, `Option`
 //!   and arrays; [`Broadcast`], [`Mean`] and [`Sum`] for values without a batch dimension;
 //!   `#[derive(Scatter, Gather)]` for structs, with `#[scatter(broadcast | skip)]` and
@@ -60,6 +66,7 @@
 #![deny(missing_docs)]
 
 mod backward;
+mod balance;
 #[cfg(feature = "cuda")]
 mod cuda;
 mod cut;
@@ -116,6 +123,7 @@ mod guide {
 }
 
 pub use backward::ParallelBackward;
+pub use balance::Split;
 pub use burn_data_parallel_derive::{Gather, Scatter};
 #[cfg(feature = "cuda")]
 pub use cuda::{CudaDevices, cuda_devices, cuda_driver_present};

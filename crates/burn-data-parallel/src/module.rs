@@ -69,6 +69,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> AutodiffModule<B> for DataParalle
             devices: self.devices.clone(),
             host: self.host.clone(),
             reduction: self.reduction,
+            split: self.split.clone(),
             traffic: self.traffic.clone(),
             workers: self.workers.clone(),
         }
@@ -80,6 +81,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> AutodiffModule<B> for DataParalle
             devices: module.devices,
             host: module.host,
             reduction: module.reduction,
+            split: module.split,
             traffic: module.traffic,
             workers: module.workers,
         }

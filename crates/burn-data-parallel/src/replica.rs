@@ -9,6 +9,7 @@ use std::sync::{Mutex, OnceLock};
 
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
+use crate::balance::ReplicaSpeeds;
 use crate::error::{DataParallelError, Result};
 
 /// One replica's work: its model, its shard, and where it came from.
@@ -40,6 +41,8 @@ impl<'a, M, I, D> Job<'a, M, I, D> {
 pub(crate) struct Workers {
     threads: usize,
     pool: OnceLock<core::result::Result<ThreadPool, String>>,
+    /// How long each worker's jobs take per row: what `Split::Balanced` plans with.
+    pub(crate) speeds: ReplicaSpeeds,
 }
 
 impl Workers {
@@ -48,6 +51,7 @@ impl Workers {
         Self {
             threads,
             pool: OnceLock::new(),
+            speeds: ReplicaSpeeds::default(),
         }
     }
 
@@ -117,7 +121,9 @@ where
             .get(context.index())
             .and_then(|slot| slot.lock().ok().and_then(|mut slot| slot.take()));
         job.map(|(replica, shard, device)| {
-            panic::catch_unwind(AssertUnwindSafe(|| work(replica, shard, device)))
+            let start = std::time::Instant::now();
+            let result = panic::catch_unwind(AssertUnwindSafe(|| work(replica, shard, device)));
+            (result, start.elapsed())
         })
     });
     results.truncate(described.len());
@@ -125,8 +131,11 @@ where
         .into_iter()
         .zip(described)
         .map(|(result, (index, device, rows))| match result {
-            Some(Ok(done)) => Ok(done),
-            Some(Err(payload)) => Err(DataParallelError::ReplicaPanicked {
+            Some((Ok(done), elapsed)) => {
+                workers.speeds.record(index, rows.len(), elapsed);
+                Ok(done)
+            }
+            Some((Err(payload), _)) => Err(DataParallelError::ReplicaPanicked {
                 index,
                 device,
                 rows,

@@ -45,16 +45,93 @@ impl SplitPlan {
         let count = devices.min(batch_size);
         let base = batch_size / count;
         let extra = batch_size % count;
+        let sizes: Vec<usize> = (0..count)
+            .map(|index| base + usize::from(index < extra))
+            .collect();
+        Ok(Self::from_sizes(batch_size, &sizes))
+    }
+
+    /// Plans the split of `batch_size` rows over `weights.len()` replicas, replica `i` taking
+    /// rows in proportion to `weights[i]`, rounded by largest remainder (ties to the earlier
+    /// device). No shard is empty: while the batch has at least as many rows as there are
+    /// devices, every device gets at least one row, taken from the largest shard; a smaller
+    /// batch uses the first `batch_size` devices, one row each.
+    ///
+    /// ```
+    /// use burn_data_parallel::SplitPlan;
+    ///
+    /// let plan = SplitPlan::weighted(10, &[3.0, 1.0, 1.0]).unwrap();
+    /// assert_eq!(plan.shards(), &[0..6, 6..8, 8..10]);
+    /// // 1.2, 2.4 and 2.4 rows: of the two largest remainders (0.4 each), the earlier device
+    /// // takes the row left over.
+    /// let plan = SplitPlan::weighted(6, &[1.0, 2.0, 2.0]).unwrap();
+    /// assert_eq!(plan.shards(), &[0..1, 1..4, 4..6]);
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`DataParallelError::NoDevices`] for no weights, [`DataParallelError::EmptyBatch`]
+    /// when `batch_size` is 0, and [`DataParallelError::InvalidSplit`] for a weight that is
+    /// not a finite number above zero.
+    pub fn weighted(batch_size: usize, weights: &[f64]) -> Result<Self> {
+        if weights.is_empty() {
+            return Err(DataParallelError::NoDevices);
+        }
+        if batch_size == 0 {
+            return Err(DataParallelError::EmptyBatch);
+        }
+        if let Some((index, weight)) = weights
+            .iter()
+            .enumerate()
+            .find(|(_, w)| !(w.is_finite() && **w > 0.0))
+        {
+            return Err(DataParallelError::InvalidSplit {
+                reason: format!(
+                    "weight {index} is {weight}: every weight must be a finite number above zero"
+                ),
+            });
+        }
+        if batch_size <= weights.len() {
+            return Self::new(batch_size, weights.len());
+        }
+        let total: f64 = weights.iter().sum();
+        let ideal: Vec<f64> = weights
+            .iter()
+            .map(|w| batch_size as f64 * w / total)
+            .collect();
+        let mut sizes: Vec<usize> = ideal.iter().map(|x| x.floor() as usize).collect();
+        let assigned: usize = sizes.iter().sum();
+        // Largest remainder: the rows left go to the largest fractional parts, earlier first.
+        let mut order: Vec<usize> = (0..sizes.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (ra, rb) = (ideal[a] - ideal[a].floor(), ideal[b] - ideal[b].floor());
+            rb.total_cmp(&ra).then(a.cmp(&b))
+        });
+        for &index in order.iter().take(batch_size.saturating_sub(assigned)) {
+            sizes[index] += 1;
+        }
+        // Never starve a device: an empty shard takes a row from the largest one.
+        while let Some(empty) = sizes.iter().position(|&size| size == 0) {
+            let largest = (0..sizes.len())
+                .max_by_key(|&i| (sizes[i], core::cmp::Reverse(i)))
+                .expect("at least one shard");
+            sizes[largest] -= 1;
+            sizes[empty] += 1;
+        }
+        Ok(Self::from_sizes(batch_size, &sizes))
+    }
+
+    fn from_sizes(batch_size: usize, sizes: &[usize]) -> Self {
         let mut start = 0;
-        let shards = (0..count)
-            .map(|index| {
-                let len = base + usize::from(index < extra);
+        let shards = sizes
+            .iter()
+            .map(|&len| {
                 let rows = start..start + len;
                 start += len;
                 rows
             })
             .collect();
-        Ok(Self { batch_size, shards })
+        Self { batch_size, shards }
     }
 
     /// The number of rows in the whole batch.
@@ -123,6 +200,47 @@ mod tests {
         let plan = SplitPlan::new(7, 2).expect("valid plan");
         assert_eq!(plan.shards(), &[0..4, 4..7]);
         assert_eq!(plan.weights(), vec![4.0 / 7.0, 3.0 / 7.0]);
+    }
+
+    #[test]
+    fn weighted_splits_follow_the_weights_and_never_starve_a_device() {
+        let sizes = |n, w: &[f64]| -> Vec<usize> {
+            let plan = SplitPlan::weighted(n, w).expect("valid plan");
+            assert_eq!(plan.shards().iter().map(|r| r.len()).sum::<usize>(), n);
+            plan.shards().iter().map(|r| r.len()).collect()
+        };
+        assert_eq!(sizes(12, &[1.0, 1.0, 1.0]), [4, 4, 4]);
+        assert_eq!(sizes(12, &[2.0, 1.0]), [8, 4]);
+        assert_eq!(sizes(10, &[0.5, 0.25, 0.25]), [5, 3, 2]);
+        // A device with a tiny weight still gets a row, from the largest shard.
+        assert_eq!(sizes(10, &[1000.0, 1.0, 1.0]), [8, 1, 1]);
+        // Fewer rows than devices: the first devices, one row each.
+        assert_eq!(sizes(2, &[1.0, 5.0, 1.0]), [1, 1]);
+        // Even weights give the even plan.
+        for n in 3..40 {
+            assert_eq!(
+                SplitPlan::weighted(n, &[1.0; 3]).expect("valid"),
+                SplitPlan::new(n, 3).expect("valid")
+            );
+        }
+    }
+
+    #[test]
+    fn bad_weights_are_errors() {
+        for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            assert!(matches!(
+                SplitPlan::weighted(4, &[1.0, bad]),
+                Err(DataParallelError::InvalidSplit { .. })
+            ));
+        }
+        assert_eq!(
+            SplitPlan::weighted(4, &[]),
+            Err(DataParallelError::NoDevices)
+        );
+        assert_eq!(
+            SplitPlan::weighted(0, &[1.0]),
+            Err(DataParallelError::EmptyBatch)
+        );
     }
 
     #[test]

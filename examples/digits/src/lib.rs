@@ -60,5 +60,8 @@ pub fn table(dp: &RunReport, bare: Option<&RunReport>) -> String {
             params as f64 * 4.0 / 1e6
         ));
     }
+    if let Some(split) = &dp.split {
+        lines.push(format!("DataParallel: {split}"));
+    }
     lines.join("\n")
 }

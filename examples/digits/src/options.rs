@@ -21,6 +21,15 @@ pub enum BackendChoice {
     Remote,
 }
 
+/// How batches are shared among the replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SplitChoice {
+    /// Shards that differ by at most one row.
+    Even,
+    /// Rows in proportion to each replica's measured speed.
+    Balanced,
+}
+
 /// How the job reports its progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Progress {
@@ -42,6 +51,10 @@ pub struct Options {
     /// Burn servers (needs --features remote).
     #[arg(long, value_enum, default_value_t = BackendChoice::Flex)]
     pub backend: BackendChoice,
+
+    /// How batches are shared: even shards, or balanced by each replica's measured speed.
+    #[arg(long, value_enum, default_value_t = SplitChoice::Even)]
+    pub split: SplitChoice,
 
     /// Number of replicas [default: one per CPU core, or with --backend cuda every GPU found].
     #[arg(long)]
@@ -159,6 +172,7 @@ mod tests {
     fn defaults_match_the_documented_job() {
         let options = parse(&[]).expect("no arguments are valid");
         assert_eq!(options.backend, BackendChoice::Flex);
+        assert_eq!(options.split, SplitChoice::Even);
         assert_eq!(options.epochs, 8);
         assert_eq!(options.batch_size, 64);
         assert_eq!(options.learning_rate, 2e-3);
@@ -173,6 +187,8 @@ mod tests {
         let options = parse(&[
             "--backend",
             "mixed",
+            "--split",
+            "balanced",
             "--replicas",
             "3",
             "--epochs",
@@ -198,6 +214,7 @@ mod tests {
         ])
         .expect("valid options");
         assert_eq!(options.backend, BackendChoice::Mixed);
+        assert_eq!(options.split, SplitChoice::Balanced);
         assert_eq!(options.cpu_replicas(), 3);
         assert_eq!(
             (options.epochs, options.batch_size, options.seed),
@@ -229,6 +246,7 @@ mod tests {
             &["--batch-size", "0"],
             &["--batch-size", "-3"],
             &["--backend", "tpu"],
+            &["--split", "uneven"],
             &["--host-port", "70000"],
             &["--unknown"],
         ] {

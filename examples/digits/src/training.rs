@@ -17,11 +17,11 @@ use burn::train::metric::{AccuracyMetric, LossMetric};
 use burn::train::renderer::tui::TuiMetricsRendererWrapper;
 use burn::train::{ClassificationOutput, InferenceStep, Learner, SupervisedTraining, TrainStep};
 use burn::{Dispatch, DispatchDevice};
-use burn_data_parallel::{DataParallel, Traffic};
+use burn_data_parallel::{DataParallel, Split, Traffic};
 
 use crate::data::{self, DigitItem, DigitsBatcher, DigitsDataset};
 use crate::model::DigitsNet;
-use crate::options::{BackendChoice, Options, Progress};
+use crate::options::{BackendChoice, Options, Progress, SplitChoice};
 use crate::progress::{Display, EpochLog, EpochRenderer, Throughput};
 
 /// The training backend: one type spanning every CPU device (and CUDA with feature `cuda`).
@@ -113,6 +113,8 @@ pub struct RunReport {
     /// Bytes moved between the host and the replicas per batch, training and validation
     /// together, and the model's parameter count (data-parallel runs only).
     pub traffic: Option<(Traffic, usize)>,
+    /// The rows each replica gets of a full batch, after training (data-parallel runs only).
+    pub split: Option<String>,
 }
 
 /// Runs the whole job and returns the data-parallel run's report and, when asked for, the
@@ -162,7 +164,13 @@ fn run_on<B: AutodiffBackend>(
     say(options, format_args!("model: {params} parameters"));
 
     let replicas = replica_devices.len();
-    let dp = DataParallel::new(model, replica_devices).map_err(|e| e.to_string())?;
+    let split = match options.split {
+        SplitChoice::Even => Split::Even,
+        SplitChoice::Balanced => Split::Balanced,
+    };
+    let dp = DataParallel::new(model, replica_devices)
+        .and_then(|dp| dp.with_split(split))
+        .map_err(|e| e.to_string())?;
     let (trained, mut dp_report) = train(
         dp,
         "DataParallel",
@@ -173,6 +181,14 @@ fn run_on<B: AutodiffBackend>(
         &test_items,
     )?;
     dp_report.traffic = Some((trained.traffic(), params));
+    let batch_size = options.batch_size as usize;
+    dp_report.split = trained.split_plan(batch_size).ok().map(|plan| {
+        let rows: Vec<usize> = plan.shards().iter().map(|rows| rows.len()).collect();
+        format!(
+            "{:?} split of a {batch_size}-row batch, after training: {rows:?} rows per replica",
+            trained.split()
+        )
+    });
 
     let bare_report = if options.bare() {
         let (_, report) = train(
@@ -288,6 +304,7 @@ where
             * (train_items.len().div_ceil(batch_size) + test_items.len().div_ceil(batch_size)),
         test_accuracy,
         traffic: None,
+        split: None,
     };
     say(
         options,
