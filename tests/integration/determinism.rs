@@ -187,8 +187,8 @@ fn keras_run(reversed: bool) -> (Run, Vec<usize>) {
 }
 
 /// Three Keras-style steps with a parallel backward (`forward_parallel`, Adam) on
-/// [`Normalised`], whose running state merges too, replicas finishing in the chosen order in
-/// forward and in backward.
+/// [`Normalised`], whose running state merges too, replicas finishing their forward passes in
+/// the chosen order (their backward passes run in no set order either).
 fn parallel_keras_run(reversed: bool) -> (Run, Vec<usize>) {
     static MODEL: std::sync::OnceLock<Normalised<DispatchAutodiff>> = std::sync::OnceLock::new();
     let model = model(&MODEL, || Normalised::new(4, 3, &flex()));

@@ -222,3 +222,47 @@ fn a_loss_that_reads_no_output_gives_no_gradients() {
             .all(|(_, g)| g.is_none())
     );
 }
+
+#[test]
+fn a_loss_term_on_the_templates_own_parameters_adds_its_gradient() {
+    use burn::nn::{Linear, LinearConfig};
+    let host = flex();
+    let model: Linear<DispatchAutodiff> = initialised(LinearConfig::new(4, 3).init(&host));
+    let bare = bare_copy(&model);
+    let dp = DataParallel::new(model, mixed_devices(3)).expect("valid");
+    let x = random::<DispatchAutodiff, 2>([7, 4], 21, &host);
+    // A weight penalty computed on the host, from the template itself: its gradient comes
+    // from the host's backward pass, not from any replica.
+    let penalty = |m: &Linear<DispatchAutodiff>| m.weight.val().powi_scalar(2).sum() * 0.5;
+    let expected_loss = mean_square(bare.forward(x.clone())) + penalty(&bare);
+    let expected = GradientsParams::from_grads(expected_loss.backward(), &bare);
+    let (y, pending) = dp.forward_parallel(x, |m, x| m.forward(x));
+    let actual = pending.backward(mean_square(y) + penalty(dp.template()));
+    assert_gradients_match(&dp, &actual, &bare, &expected, "loss with a weight penalty");
+}
+
+#[test]
+fn a_replica_that_panics_leaves_the_template_and_its_running_stats_unchanged() {
+    let host = flex();
+    let model = initialised(Normalised::<DispatchAutodiff>::new(4, 3, &host));
+    let dp = DataParallel::new(model, mixed_devices(3)).expect("valid");
+    let before = float_params(dp.template());
+    let x = random::<DispatchAutodiff, 2>([7, 4], 22, &host);
+    let error = dp
+        .try_forward_parallel(x, |m, x| {
+            if std::thread::current().name() == Some("dp-replica-1") {
+                panic!("replica 1 fails");
+            }
+            m.forward(x)
+        })
+        .map(|_| ())
+        .expect_err("a replica panicked");
+    assert!(
+        matches!(
+            error,
+            burn_data_parallel::DataParallelError::ReplicaPanicked { index: 1, .. }
+        ),
+        "{error}"
+    );
+    assert_eq!(float_params(dp.template()), before);
+}

@@ -9,6 +9,8 @@
 //! replica its slice of the merged output's gradient, and each worker runs its replica's
 //! backward pass in parallel; the replicas' gradients are added on the host in device order.
 
+use std::sync::Arc;
+
 use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
@@ -19,11 +21,11 @@ use crate::data_parallel::DataParallel;
 use crate::error::Result;
 use crate::gather::Gather;
 use crate::gradients::{sum_gradients, weighted_on_host};
-use crate::replica::{Job, Workers, run_replicas};
+use crate::replica::{Job, Timing, Workers, run_replicas};
 use crate::scatter::{Scatter, detaching_shards};
 use crate::split::SplitPlan;
 use crate::state::{collect_state, write_state};
-use crate::transfer::{Direction, Replicate, counting, move_to, replicate};
+use crate::transfer::{Direction, Replicate, TrafficCounter, counting, move_to, replicate};
 
 /// What [`DataParallel::forward_parallel`] leaves for the backward pass: each replica with the
 /// parts of its output that the merged output was cut from.
@@ -38,7 +40,8 @@ pub struct ParallelBackward<B: AutodiffBackend, M> {
     plan: SplitPlan,
     template: M,
     host: B::Device,
-    workers: std::sync::Arc<Workers>,
+    workers: Arc<Workers>,
+    traffic: Arc<TrafficCounter>,
 }
 
 impl<B: AutodiffBackend, M> core::fmt::Debug for ParallelBackward<B, M> {
@@ -84,8 +87,16 @@ where
     /// Every float tensor that the output's [`Gather`] merges through the
     /// [`GatherContext`](crate::GatherContext) (tensors, tuples, `Vec`, `Option`, arrays,
     /// [`Mean`](crate::Mean), [`Sum`](crate::Sum), burn-train's outputs and derived structs)
-    /// carries its gradient back to the replicas. A field merged as `#[gather(first)]` or
-    /// `skip` carries none.
+    /// carries its gradient back to the replicas. A field merged as `#[gather(first)]` is
+    /// replica 0's value as it is, still in that replica's graph, and a `Gather` of your own
+    /// that moves tensors with [`GatherContext::to_host`](crate::GatherContext::to_host) keeps
+    /// them there too: the loss must not read such values (their gradient would be lost, and
+    /// the host's backward pass would consume part of replica 0's graph). Likewise a
+    /// [`Broadcast`](crate::Broadcast) input is given to the replicas as it is: it must not
+    /// require a gradient.
+    ///
+    /// The loss may also read tensors of the host's own graph, such as a penalty on the
+    /// template's parameters: their gradients are added to the replicas'.
     ///
     /// The input's shards are detached from its autodiff graph: the replicas' backward passes
     /// run on their own threads and stop at their shards, so an input that requires a
@@ -143,7 +154,7 @@ where
             let output = forward(&replica, shard);
             (replica, output)
         };
-        let results = run_replicas(&self.workers, jobs, &work)?;
+        let results = run_replicas(&self.workers, jobs, &work, Timing::Record)?;
         let (replicas, outputs): (Vec<M>, Vec<O>) = results.into_iter().unzip();
 
         let cuts = Cuts::<B>::default();
@@ -158,6 +169,7 @@ where
             template: self.template.clone(),
             host: self.host.clone(),
             workers: self.workers.clone(),
+            traffic: self.traffic.clone(),
         };
         Ok((output, pending))
     }
@@ -187,6 +199,7 @@ where
     /// [`ReplicaPanicked`](crate::DataParallelError::ReplicaPanicked) when a replica's backward pass
     /// panics; the template is unchanged (it only receives gradients).
     pub fn try_backward<const D: usize>(self, loss: Tensor<B, D>) -> Result<GradientsParams> {
+        let _counting = counting(&self.traffic);
         let host_grads = loss.backward();
         let replica_count = self.replicas.len();
         // Each replica's share of the loss: Σ over the merged tensors of (part · gradient).
@@ -199,6 +212,9 @@ where
             let mut offset = 0;
             for (index, part) in cut.parts.into_iter().enumerate() {
                 let len = part.dims()[0];
+                if len == 0 {
+                    continue; // nothing of this replica in this tensor (`narrow` refuses 0)
+                }
                 let slice = match &cut.split {
                     CutSplit::Rows => grad.clone().narrow(0, offset, len),
                     CutSplit::Scaled(weights) if weights[index] == 1.0 => grad.clone(),
@@ -221,16 +237,22 @@ where
                 rows: rows.clone(),
             })
             .collect();
-        let host = self.host;
+        // Gradients the loss gave the host's own graph (a penalty on the template's
+        // parameters, say), before the replicas' in the sum.
+        let mut parts = vec![GradientsParams::from_grads(host_grads, &self.template)];
+        let (host, traffic) = (self.host, self.traffic.clone());
         let work = move |replica: M, Terms(terms): Terms<B>, _: &B::Device| {
+            let _counting = counting(&traffic);
             let Some(total) = terms.into_iter().reduce(Tensor::add) else {
                 return GradientsParams::new();
             };
             let grads = GradientsParams::from_grads(total.backward(), &replica);
             weighted_on_host(&replica, grads, 1.0, &host)
         };
-        let grads = run_replicas(&self.workers, jobs, &work)?;
-        Ok(sum_gradients(&self.template, grads))
+        // Not timed for `Split::Balanced`: the forward passes were, and a replica whose
+        // output the loss does not read would measure nothing here.
+        parts.extend(run_replicas(&self.workers, jobs, &work, Timing::Skip)?);
+        Ok(sum_gradients(&self.template, parts))
     }
 }
 

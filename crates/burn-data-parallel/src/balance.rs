@@ -21,9 +21,13 @@ pub enum Split {
     /// of known relative speeds.
     Weighted(Vec<f64>),
     /// Rows in proportion to each replica's measured speed: the crate times each replica's
-    /// work per row over recent steps and plans the next step so that replicas finish
-    /// together. It adapts when a device slows down, and never starves a device: each keeps at
-    /// least a tenth of an even share (and one row), so its speed stays measured.
+    /// work per row over recent calls and plans the next call so that replicas finish
+    /// together. It adapts when a device slows down, and never starves a device: each keeps
+    /// at least one row and its weight never falls below a tenth of an even share, so its
+    /// speed stays measured.
+    ///
+    /// The plan follows measured times, so two runs may split a batch differently: results
+    /// agree within float rounding, not bit for bit, since shards are summed in other groups.
     Balanced,
 }
 

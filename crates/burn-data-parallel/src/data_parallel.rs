@@ -11,7 +11,7 @@ use crate::error::Result;
 use crate::gather::{Gather, GatherContext};
 use crate::graph::join_graphs;
 use crate::reduce::Reduction;
-use crate::replica::{Job, Workers, run_replicas};
+use crate::replica::{Job, Timing, Workers, run_replicas};
 use crate::scatter::{Scatter, batch_size, scatter};
 use crate::split::SplitPlan;
 use crate::state::{collect_state, settle_shared_state, write_state};
@@ -273,9 +273,8 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
             replicate(template.clone(), device, Replicate::Linked)
         });
         join_graphs(&jobs, &self.host);
-        let outputs = run_replicas(&self.workers, jobs, &|replica: M, shard, _: &B::Device| {
-            forward(&replica, shard)
-        });
+        let run = |replica: M, shard, _: &B::Device| forward(&replica, shard);
+        let outputs = run_replicas(&self.workers, jobs, &run, Timing::Record);
         settle_shared_state(&self.template, &self.host);
         let outputs = match outputs {
             Ok(outputs) => outputs,

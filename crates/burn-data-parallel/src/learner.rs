@@ -13,7 +13,7 @@ use crate::data_parallel::DataParallel;
 use crate::error::Result;
 use crate::gather::Gather;
 use crate::gradients::{sum_gradients, weighted_on_host};
-use crate::replica::run_replicas;
+use crate::replica::{Timing, run_replicas};
 use crate::scatter::Scatter;
 use crate::state::{collect_state, write_state};
 use crate::transfer::{Replicate, counting, replicate};
@@ -111,10 +111,10 @@ where
                 std::sync::Arc::new(work),
             )?
         } else {
-            run_replicas(&self.workers, jobs, &work)?
+            run_replicas(&self.workers, jobs, &work, Timing::Record)?
         };
         #[cfg(not(feature = "remote"))]
-        let results = run_replicas(&self.workers, jobs, &work)?;
+        let results = run_replicas(&self.workers, jobs, &work, Timing::Record)?;
 
         let mut grads = Vec::with_capacity(results.len());
         let mut items = Vec::with_capacity(results.len());

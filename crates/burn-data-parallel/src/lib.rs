@@ -39,7 +39,8 @@
 //!   [`forward`](DataParallel::forward), where BatchNorm's running state is Burn's unweighted
 //!   mean over the replicas' threads, summed in hash-map order;
 //!   [`forward_parallel`](DataParallel::forward_parallel) merges it shard-weighted in device
-//!   order.
+//!   order. With [`Split::Balanced`] the split follows measured times, so results agree
+//!   within float rounding rather than bit for bit.
 //! - **Clear errors**: a bad device list or an input that cannot be split is a
 //!   [`DataParallelError`]; a replica that panics is named, after every replica has joined.
 //!

@@ -80,6 +80,15 @@ impl Debug for Workers {
     }
 }
 
+/// Whether a call's jobs count in the replicas' measured speeds (`Split::Balanced`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Timing {
+    /// Each job's time per row updates its replica's estimate.
+    Record,
+    /// The call's times are not representative of the replicas' work.
+    Skip,
+}
+
 /// A job waiting for its worker: taken exactly once.
 type Slot<'a, M, I, D> = Mutex<Option<(M, I, &'a D)>>;
 
@@ -96,6 +105,7 @@ pub(crate) fn run_replicas<M, I, O, D, F>(
     workers: &Workers,
     jobs: Vec<Job<'_, M, I, D>>,
     work: &F,
+    timing: Timing,
 ) -> Result<Vec<O>>
 where
     M: Send,
@@ -132,7 +142,9 @@ where
         .zip(described)
         .map(|(result, (index, device, rows))| match result {
             Some((Ok(done), elapsed)) => {
-                workers.speeds.record(index, rows.len(), elapsed);
+                if timing == Timing::Record {
+                    workers.speeds.record(index, rows.len(), elapsed);
+                }
                 Ok(done)
             }
             Some((Err(payload), _)) => Err(DataParallelError::ReplicaPanicked {
@@ -190,7 +202,8 @@ mod tests {
                 thread::current().name().map(str::to_string),
             )
         };
-        let outputs = run_replicas(&workers, jobs(&[7, 8, 9]), &work).expect("no replica fails");
+        let outputs = run_replicas(&workers, jobs(&[7, 8, 9]), &work, Timing::Record)
+            .expect("no replica fails");
         let sums: Vec<_> = outputs.iter().map(|(sum, _)| *sum).collect();
         assert_eq!(sums, [7, 19, 31]);
         let names: Vec<_> = outputs.iter().map(|(_, name)| name.clone()).collect();
@@ -204,9 +217,12 @@ mod tests {
     fn workers_are_kept_between_calls_and_fewer_jobs_leave_some_idle() {
         let workers = Workers::new(3);
         let thread_of = |jobs| {
-            run_replicas(&workers, jobs, &|_: u32, _: u32, _: &u32| {
-                thread::current().id()
-            })
+            run_replicas(
+                &workers,
+                jobs,
+                &|_: u32, _: u32, _: &u32| thread::current().id(),
+                Timing::Skip,
+            )
             .expect("no replica fails")
         };
         let first = thread_of(jobs(&[1, 2, 3]));
@@ -229,6 +245,7 @@ mod tests {
                 thread::sleep(std::time::Duration::from_millis(50));
                 finished.fetch_add(1, Ordering::SeqCst);
             },
+            Timing::Record,
         );
         assert_eq!(
             result.err(),

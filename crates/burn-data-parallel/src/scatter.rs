@@ -260,3 +260,31 @@ scatter_tuple!(A 0, C 1, E 2);
 scatter_tuple!(A 0, C 1, E 2, F 3);
 scatter_tuple!(A 0, C 1, E 2, F 3, G 4);
 scatter_tuple!(A 0, C 1, E 2, F 3, G 4, H 5);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::backend::{Autodiff, NdArray};
+
+    type B = Autodiff<NdArray>;
+
+    /// Whether a gradient reaches `input` through its shard of rows 1..3.
+    fn shard_reaches_input(detach: bool) -> bool {
+        let device = Default::default();
+        let input = Tensor::<B, 2>::ones([4, 2], &device).require_grad();
+        let shard = {
+            let _detaching = detach.then(detaching_shards);
+            input.shard(1..3, &device)
+        };
+        let grads = shard.mul_scalar(2.0).sum().backward();
+        input.grad(&grads).is_some()
+    }
+
+    #[test]
+    fn shards_cut_while_detaching_leave_the_inputs_graph() {
+        assert!(shard_reaches_input(false));
+        assert!(!shard_reaches_input(true));
+        // The guard is gone with its scope: shards are linked again.
+        assert!(shard_reaches_input(false));
+    }
+}

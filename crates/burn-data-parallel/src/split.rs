@@ -6,9 +6,10 @@ use crate::error::{DataParallelError, Result};
 
 /// The rows of a batch that each replica receives.
 ///
-/// Shards are contiguous, in device order, and their sizes differ by at most one (the first
-/// `batch_size % shards` shards get the extra row). A batch smaller than the number of devices
-/// uses fewer replicas: a shard is never empty.
+/// Shards are contiguous and in device order. An even plan ([`new`](Self::new)) gives sizes
+/// that differ by at most one (the first `batch_size % shards` shards get the extra row); a
+/// [weighted](Self::weighted) one follows given weights. A batch smaller than the number of
+/// devices uses fewer replicas: a shard is never empty.
 ///
 /// # Examples
 ///
@@ -95,6 +96,12 @@ impl SplitPlan {
             return Self::new(batch_size, weights.len());
         }
         let total: f64 = weights.iter().sum();
+        if !total.is_finite() {
+            return Err(DataParallelError::InvalidSplit {
+                reason: "the weights add up to more than a float can hold: scale them down"
+                    .to_string(),
+            });
+        }
         let ideal: Vec<f64> = weights
             .iter()
             .map(|w| batch_size as f64 * w / total)
@@ -118,6 +125,7 @@ impl SplitPlan {
             sizes[largest] -= 1;
             sizes[empty] += 1;
         }
+        debug_assert_eq!(sizes.iter().sum::<usize>(), batch_size);
         Ok(Self::from_sizes(batch_size, &sizes))
     }
 
@@ -227,6 +235,10 @@ mod tests {
 
     #[test]
     fn bad_weights_are_errors() {
+        assert!(matches!(
+            SplitPlan::weighted(10, &[f64::MAX, f64::MAX]),
+            Err(DataParallelError::InvalidSplit { .. })
+        ));
         for bad in [0.0, -1.0, f64::NAN, f64::INFINITY] {
             assert!(matches!(
                 SplitPlan::weighted(4, &[1.0, bad]),

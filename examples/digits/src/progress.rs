@@ -133,7 +133,17 @@ pub struct EpochRenderer {
     epoch: Option<usize>,
     train: HashMap<String, Mean>,
     valid: HashMap<String, Mean>,
+    /// Metric values of the batch about to be rendered: Burn sends a batch's metrics before
+    /// its progress, which tells the epoch it belongs to.
+    pending: Vec<(Split, String, NumericEntry)>,
     log: EpochLog,
+}
+
+/// Which part of an epoch a metric value belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Split {
+    Train,
+    Valid,
 }
 
 impl EpochRenderer {
@@ -158,29 +168,35 @@ impl EpochRenderer {
             epoch: None,
             train: HashMap::new(),
             valid: HashMap::new(),
+            pending: Vec::new(),
             log,
         }
     }
 
-    fn record(
-        means: &mut HashMap<String, Mean>,
-        names: &HashMap<MetricId, String>,
-        state: &MetricState,
-    ) {
+    /// Keeps a numeric metric value until its batch's progress tells its epoch.
+    fn hold(&mut self, split: Split, state: &MetricState) {
         if let MetricState::Numeric(entry, numeric) = state
-            && let Some(name) = names.get(&entry.metric_id)
+            && let Some(name) = self.names.get(&entry.metric_id)
         {
-            means.entry(name.clone()).or_default().add(numeric);
+            self.pending.push((split, name.clone(), numeric.clone()));
         }
     }
 
-    /// Notes an event of `epoch`; the first event of a new epoch closes the previous one.
+    /// Notes a batch of `epoch`: the first batch of a new epoch closes the previous one, then
+    /// the batch's metric values count in its own epoch.
     fn seen(&mut self, epoch: usize) {
         if self.epoch.is_some_and(|current| current != epoch) {
             self.close_epoch();
         }
         self.epoch = Some(epoch);
         self.last_event = Instant::now();
+        for (split, name, value) in self.pending.drain(..) {
+            let means = match split {
+                Split::Train => &mut self.train,
+                Split::Valid => &mut self.valid,
+            };
+            means.entry(name).or_default().add(&value);
+        }
     }
 
     fn close_epoch(&mut self) {
@@ -247,14 +263,14 @@ pub fn epoch_line(
 
 impl MetricsRendererTraining for EpochRenderer {
     fn update_train(&mut self, state: MetricState) {
-        Self::record(&mut self.train, &self.names, &state);
+        self.hold(Split::Train, &state);
         if let Display::Delegate(inner) = &mut self.display {
             inner.update_train(state);
         }
     }
 
     fn update_valid(&mut self, state: MetricState) {
-        Self::record(&mut self.valid, &self.names, &state);
+        self.hold(Split::Valid, &state);
         if let Display::Delegate(inner) = &mut self.display {
             inner.update_valid(state);
         }
@@ -365,6 +381,49 @@ mod tests {
         mean.add(&NumericEntry::Value(5.0));
         assert_eq!(mean.value(), Some(2.0));
         assert_eq!(Mean::default().value(), None);
+    }
+
+    fn numeric(name: &str, value: f64) -> MetricState {
+        use burn::train::metric::{MetricEntry, SerializedEntry};
+        let id = MetricId::new(std::sync::Arc::new(name.to_string()));
+        let entry = MetricEntry::new(id, SerializedEntry::new(String::new(), String::new()));
+        MetricState::Numeric(entry, NumericEntry::Value(value))
+    }
+
+    fn progress(epoch: usize) -> TrainingProgress {
+        let mut progress = TrainingProgress::none();
+        progress.global_progress.items_processed = epoch;
+        progress
+    }
+
+    #[test]
+    fn each_batch_counts_in_the_epoch_its_progress_names() {
+        let log = EpochLog::default();
+        let mut renderer = EpochRenderer::new(Display::Quiet, "run", 10, 2, log.clone());
+        for name in ["Loss", "Accuracy"] {
+            let id = MetricId::new(std::sync::Arc::new(name.to_string()));
+            renderer.register_metric(MetricDefinition {
+                metric_id: id,
+                name: name.to_string(),
+                description: None,
+                attributes: burn::train::metric::MetricAttributes::None,
+            });
+        }
+        // Burn sends a batch's metrics, then its progress: epoch 1 has losses 1 and 3, epoch 2
+        // has 10; the first batch of epoch 2 must not count in epoch 1.
+        for (loss, epoch) in [(1.0, 1), (3.0, 1), (10.0, 2)] {
+            renderer.update_train(numeric("Loss", loss));
+            renderer.render_train(progress(epoch), Vec::new());
+        }
+        renderer.update_valid(numeric("Accuracy", 50.0));
+        renderer.render_valid(progress(2), Vec::new());
+        renderer.on_train_end(None).expect("no summary to show");
+        let records = log.records();
+        assert_eq!(records.len(), 2);
+        assert_eq!(records[0].train_loss, Some(2.0));
+        assert_eq!(records[0].valid_accuracy, None);
+        assert_eq!(records[1].train_loss, Some(10.0));
+        assert_eq!(records[1].valid_accuracy, Some(50.0));
     }
 
     #[test]
