@@ -195,24 +195,6 @@ fn inference_on_several_devices_equals_the_bare_models_predictions() {
     }
 }
 
-/// Per-channel batch mean and biased variance of `rows` of `values` (`[n, channels]`).
-fn channel_stats(
-    values: &[f32],
-    channels: usize,
-    rows: core::ops::Range<usize>,
-) -> (Vec<f64>, Vec<f64>) {
-    let n = rows.len() as f64;
-    let column = |c: usize| {
-        rows.clone()
-            .map(move |r| f64::from(values[r * channels + c]))
-    };
-    let means: Vec<f64> = (0..channels).map(|c| column(c).sum::<f64>() / n).collect();
-    let vars = (0..channels)
-        .map(|c| column(c).map(|v| (v - means[c]).powi(2)).sum::<f64>() / n)
-        .collect();
-    (means, vars)
-}
-
 fn assert_values(actual: Tensor<impl Backend, 1>, expected: &[f64], what: &str) {
     let actual = actual.into_data().to_vec::<f32>().expect("floats");
     for (a, e) in actual.iter().zip(expected) {

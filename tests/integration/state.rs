@@ -18,20 +18,6 @@ const ROWS: usize = 7;
 const SHARDS: [core::ops::Range<usize>; 3] = [0..3, 3..5, 5..7];
 const MOMENTUM: f64 = 0.1;
 
-/// Per-channel mean and biased variance of `rows` of `values` (`[n, CHANNELS]`), in `f64`.
-fn channel_stats(values: &[f32], rows: core::ops::Range<usize>) -> (Vec<f64>, Vec<f64>) {
-    let n = rows.len() as f64;
-    let column = |c: usize| {
-        rows.clone()
-            .map(move |r| f64::from(values[r * CHANNELS + c]))
-    };
-    let means: Vec<f64> = (0..CHANNELS).map(|c| column(c).sum::<f64>() / n).collect();
-    let vars = (0..CHANNELS)
-        .map(|c| column(c).map(|v| (v - means[c]).powi(2)).sum::<f64>() / n)
-        .collect();
-    (means, vars)
-}
-
 /// How the replicas' statistics are combined.
 #[derive(Clone, Copy)]
 enum Merge {
@@ -58,7 +44,7 @@ fn recurrence(
             Merge::ShardWeighted => rows.len() as f64 / ROWS as f64,
             Merge::Unweighted => 1.0 / SHARDS.len() as f64,
         };
-        let (m, v) = channel_stats(linear_out, rows);
+        let (m, v) = channel_stats(linear_out, CHANNELS, rows);
         for c in 0..CHANNELS {
             next_mean[c] += MOMENTUM * weight * m[c];
             next_var[c] += MOMENTUM * weight * v[c];

@@ -332,3 +332,21 @@ pub fn assert_same_params<B: Backend, M1: Module<B>, M2: Module<B>>(
         assert_close(a, e, tolerance, &format!("parameter {id_a}"));
     }
 }
+
+/// Per-channel batch mean and biased variance of `rows` of `values` (`[n, channels]`).
+pub fn channel_stats(
+    values: &[f32],
+    channels: usize,
+    rows: core::ops::Range<usize>,
+) -> (Vec<f64>, Vec<f64>) {
+    let n = rows.len() as f64;
+    let column = |c: usize| {
+        rows.clone()
+            .map(move |r| f64::from(values[r * channels + c]))
+    };
+    let means: Vec<f64> = (0..channels).map(|c| column(c).sum::<f64>() / n).collect();
+    let vars = (0..channels)
+        .map(|c| column(c).map(|v| (v - means[c]).powi(2)).sum::<f64>() / n)
+        .collect();
+    (means, vars)
+}
