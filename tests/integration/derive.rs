@@ -4,7 +4,7 @@ use burn::backend::ndarray::NdArrayDevice;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Bool, Int, Tensor, TensorData};
 use burn_data_parallel::{
-    DataParallel, Gather, GatherContext, Reduction, Scatter, SplitPlan, batch_size,
+    DataParallel, Gather, GatherContext, Reduction, Scatter, ScatterContext, SplitPlan, batch_size,
 };
 use burn_data_parallel_tests::*;
 
@@ -57,7 +57,7 @@ fn scatter_then_gather_returns_the_batch_exactly() {
             .shards()
             .iter()
             .zip(&devices)
-            .map(|(rows, device)| original.shard(rows.clone(), device))
+            .map(|(rows, device)| original.shard(rows.clone(), &ScatterContext::new(device)))
             .collect();
         for (shard, (rows, device)) in shards.iter().zip(plan.shards().iter().zip(&devices)) {
             assert_eq!(shard.images.dims(), [rows.len(), 2, 3]);
@@ -87,7 +87,7 @@ fn generic_tuple_structs_scatter_and_gather() {
     let shards: Vec<_> = plan
         .shards()
         .iter()
-        .map(|rows| pair.shard(rows.clone(), &host))
+        .map(|rows| pair.shard(rows.clone(), &ScatterContext::new(&host)))
         .collect();
     assert_eq!(shards[1].1.to_data().to_vec::<i64>().expect("ints"), [3, 4]);
     let merged = Pair::gather(shards, &GatherContext::new(&host, &plan, Reduction::Mean))

@@ -8,7 +8,9 @@ use burn::tensor::{Int, Tensor, TensorData};
 use burn::train::{
     ClassificationOutput, MultiLabelClassificationOutput, RegressionOutput, SequenceOutput,
 };
-use burn_data_parallel::{DataParallel, Gather, GatherContext, Reduction, Scatter, SplitPlan};
+use burn_data_parallel::{
+    DataParallel, Gather, GatherContext, Reduction, Scatter, ScatterContext, SplitPlan,
+};
 use burn_data_parallel_tests::*;
 
 const TOLERANCE: f32 = 1e-6;
@@ -174,7 +176,7 @@ fn options_and_arrays_in_derived_structs_cross_the_split_both_ways() {
         let shards: Vec<Extras<B>> = plan
             .shards()
             .iter()
-            .map(|r| batch.shard(r.clone(), &device))
+            .map(|r| batch.shard(r.clone(), &ScatterContext::new(&device)))
             .collect();
         for (shard, r) in shards.iter().zip(plan.shards()) {
             assert_eq!(shard.mask.is_some(), mask);
@@ -215,7 +217,7 @@ fn gather_first_keeps_the_first_replicas_value_not_another() {
         .enumerate()
         .map(|(i, r)| Extras {
             origin: Tensor::from_data([i as f32, i as f32], &device),
-            ..batch.shard(r.clone(), &device)
+            ..batch.shard(r.clone(), &ScatterContext::new(&device))
         })
         .collect();
     let merged = Extras::gather(shards, &context).expect("merged");

@@ -6,7 +6,9 @@
 use burn::tensor::backend::Backend;
 use burn::tensor::{BasicOps, Bool, Int, Shape, Tensor, TensorData};
 use burn::{Dispatch, DispatchDevice};
-use burn_data_parallel::{Gather, GatherContext, Reduction, Scatter, SplitPlan, batch_size};
+use burn_data_parallel::{
+    Gather, GatherContext, Reduction, Scatter, ScatterContext, SplitPlan, batch_size,
+};
 use burn_data_parallel_tests::{flex, mixed_devices};
 use proptest::prelude::*;
 
@@ -61,7 +63,7 @@ fn round_trip<const D: usize, K: BasicOps<Dispatch> + 'static>(
         .shards()
         .iter()
         .zip(devices)
-        .map(|(rows, device)| original.shard(rows.clone(), device))
+        .map(|(rows, device)| original.shard(rows.clone(), &ScatterContext::new(device)))
         .collect();
     // The shards tile the batch in order: 0..a, a..b, ..., ..rows.
     let mut next = 0;

@@ -3,32 +3,7 @@
 use proc_macro2::Span;
 use syn::{Data, DeriveInput, Fields, Generics, Ident, Member, Type};
 
-use crate::attr::{self, Rule};
-
-/// Which trait is being derived.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Trait {
-    Scatter,
-    Gather,
-}
-
-impl Trait {
-    /// The trait's name, as the user writes it.
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Trait::Scatter => "Scatter",
-            Trait::Gather => "Gather",
-        }
-    }
-
-    /// The name of the trait's field attribute.
-    pub(crate) fn attribute(self) -> &'static str {
-        match self {
-            Trait::Scatter => "scatter",
-            Trait::Gather => "gather",
-        }
-    }
-}
+use crate::attr::{self, Rule, Trait};
 
 /// A struct the derive applies to.
 pub(crate) struct Struct<'a> {

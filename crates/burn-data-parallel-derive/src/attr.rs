@@ -2,7 +2,30 @@
 
 use syn::{Attribute, Ident};
 
-use crate::ast::Trait;
+/// Which trait is being derived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Trait {
+    Scatter,
+    Gather,
+}
+
+impl Trait {
+    /// The trait's name, as the user writes it.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Trait::Scatter => "Scatter",
+            Trait::Gather => "Gather",
+        }
+    }
+
+    /// The name of the trait's field attribute.
+    pub(crate) fn attribute(self) -> &'static str {
+        match self {
+            Trait::Scatter => "scatter",
+            Trait::Gather => "gather",
+        }
+    }
+}
 
 /// What to do with one field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,8 +5,8 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{DeriveInput, Ident, WherePredicate};
 
-use crate::ast::{Field, Struct, Trait};
-use crate::attr::Rule;
+use crate::ast::{Field, Struct};
+use crate::attr::{Rule, Trait};
 use crate::{fallback, valid};
 
 /// The impl of `derive` for `input`, or its error with a stand-in impl.
@@ -91,7 +91,7 @@ fn scatter(input: &Struct<'_>, backend: &Ident) -> TokenStream {
                     quote_spanned!(span=> <#ty as #trait_>::batch_sizes(&self.#member, sizes);),
                 );
                 shard.push(quote_spanned!(span=>
-                    #member: <#ty as #trait_>::shard(&self.#member, ::core::clone::Clone::clone(&rows), device)
+                    #member: <#ty as #trait_>::shard(&self.#member, ::core::clone::Clone::clone(&rows), context)
                 ));
                 floats.push(
                     quote_spanned!(span=> <#ty as #trait_>::visit_floats(&self.#member, visit);),
@@ -113,7 +113,7 @@ fn scatter(input: &Struct<'_>, backend: &Ident) -> TokenStream {
             fn shard(
                 &self,
                 rows: #private::Range<usize>,
-                device: &#private::Device<#backend>,
+                context: &#krate::ScatterContext<'_, #backend>,
             ) -> Self {
                 Self { #(#shard,)* }
             }

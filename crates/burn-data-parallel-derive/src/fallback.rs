@@ -3,17 +3,15 @@
 
 use proc_macro2::TokenStream;
 use quote::quote;
-use syn::{DeriveInput, GenericParam};
+use syn::DeriveInput;
 
-use crate::ast::Trait;
+use crate::attr::Trait;
+use crate::valid::backend_param;
 
 /// `error` as a compile error, plus a stand-in impl when the input names a backend.
 pub(crate) fn expand(input: &DeriveInput, derive: Trait, error: syn::Error) -> TokenStream {
     let error = error.to_compile_error();
-    let backend = input.generics.params.iter().find_map(|param| match param {
-        GenericParam::Type(param) if param.ident == "B" => Some(&param.ident),
-        _ => None,
-    });
+    let backend = backend_param(&input.generics);
     let (Some(backend), syn::Data::Struct(_)) = (backend, &input.data) else {
         return error;
     };
@@ -28,7 +26,7 @@ pub(crate) fn expand(input: &DeriveInput, derive: Trait, error: syn::Error) -> T
             fn shard(
                 &self,
                 _: #private::Range<usize>,
-                _: &#private::Device<#backend>,
+                _: &::burn_data_parallel::ScatterContext<'_, #backend>,
             ) -> Self {
                 ::core::unreachable!()
             }

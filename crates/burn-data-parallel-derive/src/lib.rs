@@ -24,7 +24,7 @@ use syn::{DeriveInput, parse_macro_input};
 #[proc_macro_derive(Scatter, attributes(scatter))]
 pub fn derive_scatter(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    expand::derive(&input, ast::Trait::Scatter).into()
+    expand::derive(&input, attr::Trait::Scatter).into()
 }
 
 /// Derives `burn_data_parallel::Gather` for a struct whose fields can be merged from the
@@ -37,5 +37,5 @@ pub fn derive_scatter(input: TokenStream) -> TokenStream {
 #[proc_macro_derive(Gather, attributes(gather))]
 pub fn derive_gather(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    expand::derive(&input, ast::Trait::Gather).into()
+    expand::derive(&input, attr::Trait::Gather).into()
 }

@@ -4,20 +4,33 @@ use proc_macro2::TokenTree;
 use quote::ToTokens;
 use syn::{GenericParam, Generics, Ident, Type, TypeParamBound};
 
-use crate::ast::{Struct, Trait};
+use crate::ast::Struct;
+use crate::attr::Trait;
 
 /// The backend type parameter: the one bounded by `Backend` (or `AutodiffBackend`), else the
 /// one named `B`, as in Burn's own derives.
 pub(crate) fn backend<'a>(input: &'a Struct<'_>, derive: Trait) -> syn::Result<&'a Ident> {
+    backend_param(input.generics).ok_or_else(|| {
+        syn::Error::new_spanned(
+            input.ident,
+            format!(
+                "{} needs the backend as a type parameter: add `B: Backend` to `{}`'s \
+                 generics (the tensors it holds are `Tensor<B, D>`)",
+                input.derive_name(derive),
+                input.ident
+            ),
+        )
+    })
+}
+
+/// The backend type parameter of `generics`, if there is one: the one rule both the derive and
+/// its fallback use.
+pub(crate) fn backend_param(generics: &Generics) -> Option<&Ident> {
     let params = || {
-        input
-            .generics
-            .params
-            .iter()
-            .filter_map(|param| match param {
-                GenericParam::Type(param) => Some(param),
-                _ => None,
-            })
+        generics.params.iter().filter_map(|param| match param {
+            GenericParam::Type(param) => Some(param),
+            _ => None,
+        })
     };
     let bounded = params().find(|param| {
         param.bounds.iter().any(|bound| match bound {
@@ -30,17 +43,6 @@ pub(crate) fn backend<'a>(input: &'a Struct<'_>, derive: Trait) -> syn::Result<&
     bounded
         .or_else(|| params().find(|param| param.ident == "B"))
         .map(|param| &param.ident)
-        .ok_or_else(|| {
-            syn::Error::new_spanned(
-                input.ident,
-                format!(
-                    "{} needs the backend as a type parameter: add `B: Backend` to `{}`'s \
-                     generics (the tensors it holds are `Tensor<B, D>`)",
-                    input.derive_name(derive),
-                    input.ident
-                ),
-            )
-        })
 }
 
 /// Whether `ty` mentions a type parameter of `generics` other than `backend`: such field types

@@ -9,8 +9,6 @@
 //! replica its slice of the merged output's gradient, and each worker runs its replica's
 //! backward pass in parallel; the replicas' gradients are added on the host in device order.
 
-use std::sync::Arc;
-
 use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
@@ -21,11 +19,11 @@ use crate::data_parallel::DataParallel;
 use crate::error::Result;
 use crate::gather::Gather;
 use crate::gradients::{sum_gradients, weighted_on_host};
-use crate::replica::{Job, Timing, Workers, run_replicas};
-use crate::scatter::{Scatter, detaching_shards};
+use crate::replicate::{Replicate, replicate};
+use crate::run::{Job, Timing, run_replicas};
+use crate::scatter::{Scatter, ScatterContext};
 use crate::split::SplitPlan;
 use crate::state::{collect_state, write_state};
-use crate::transfer::{Direction, Replicate, TrafficCounter, counting, move_to, replicate};
 
 /// What [`DataParallel::forward_parallel`] leaves for the backward pass: each replica with the
 /// parts of its output that the merged output was cut from.
@@ -35,19 +33,17 @@ use crate::transfer::{Direction, Replicate, TrafficCounter, counting, move_to, r
 #[must_use = "the replicas' backward passes run only when `backward` is called"]
 pub struct ParallelBackward<B: AutodiffBackend, M> {
     replicas: Vec<M>,
-    devices: Vec<B::Device>,
     cuts: Vec<Cut<B>>,
     plan: SplitPlan,
-    template: M,
-    host: B::Device,
-    workers: Arc<Workers>,
-    traffic: Arc<TrafficCounter>,
+    /// The module the forward ran on: its template receives the gradients, its workers run
+    /// the backward passes, its traffic counts the moves.
+    parallel: DataParallel<B, M>,
 }
 
 impl<B: AutodiffBackend, M> core::fmt::Debug for ParallelBackward<B, M> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("ParallelBackward")
-            .field("devices", &self.devices)
+            .field("devices", &&self.parallel.devices[..self.plan.len()])
             .field("merged_tensors", &self.cuts.len())
             .field("plan", &self.plan)
             .finish_non_exhaustive()
@@ -140,17 +136,14 @@ where
         F: Fn(&M, I) -> O + Sync,
     {
         let plan = self.plan(&input)?;
-        let _counting = counting(&self.traffic);
         // As on the per-replica path: running state of its own (`valid()`), fresh leaves made
         // on the worker (`fork`); shards detached from the input's graph.
-        let jobs = {
-            let _detaching = detaching_shards();
-            self.jobs(&plan, &input, |template, _| M::from_inner(template.valid()))
-        };
-        let traffic = self.traffic.clone();
-        let work = |replica: M, shard: I, device: &B::Device| {
-            let _counting = counting(&traffic);
-            let replica = replicate(replica, device, Replicate::Forked);
+        let context = |to| ScatterContext::replica(to).detaching();
+        let jobs = self.jobs(&plan, &input, context, |template, to| {
+            (M::from_inner(template.valid()), to.without_count())
+        });
+        let work = |(replica, to), shard: I, _: &B::Device| {
+            let replica = replicate(replica, to, Replicate::Forked);
             let output = forward(&replica, shard);
             (replica, output)
         };
@@ -160,16 +153,12 @@ where
         let cuts = Cuts::<B>::default();
         let output = O::gather(outputs, &self.gather_context(&plan).cutting(&cuts))?;
         let states = replicas.iter().map(collect_state).collect();
-        write_state(&self.template, states, &plan.weights(), &self.host);
+        write_state(&self.template, states, &plan.weights(), self.to_host());
         let pending = ParallelBackward {
             replicas,
-            devices: self.devices[..plan.len()].to_vec(),
             cuts: cuts.into_inner(),
             plan,
-            template: self.template.clone(),
-            host: self.host.clone(),
-            workers: self.workers.clone(),
-            traffic: self.traffic.clone(),
+            parallel: self.clone(),
         };
         Ok((output, pending))
     }
@@ -199,7 +188,7 @@ where
     /// [`ReplicaPanicked`](crate::DataParallelError::ReplicaPanicked) when a replica's backward pass
     /// panics; the template is unchanged (it only receives gradients).
     pub fn try_backward<const D: usize>(self, loss: Tensor<B, D>) -> Result<GradientsParams> {
-        let _counting = counting(&self.traffic);
+        let parallel = &self.parallel;
         let host_grads = loss.backward();
         let replica_count = self.replicas.len();
         // Each replica's share of the loss: Σ over the merged tensors of (part · gradient).
@@ -221,7 +210,7 @@ where
                     CutSplit::Scaled(weights) => grad.clone().mul_scalar(weights[index]),
                 };
                 offset += len;
-                let slice = move_to(slice, &part.device(), Direction::ToReplica);
+                let slice = parallel.to_replica(index).move_to(slice);
                 terms[index].push((part * slice).sum());
             }
         }
@@ -229,7 +218,7 @@ where
             .replicas
             .into_iter()
             .zip(terms)
-            .zip(self.devices.iter().zip(self.plan.shards()))
+            .zip(parallel.devices.iter().zip(self.plan.shards()))
             .map(|((replica, terms), (device, rows))| Job {
                 replica,
                 shard: Terms(terms),
@@ -239,20 +228,19 @@ where
             .collect();
         // Gradients the loss gave the host's own graph (a penalty on the template's
         // parameters, say), before the replicas' in the sum.
-        let mut parts = vec![GradientsParams::from_grads(host_grads, &self.template)];
-        let (host, traffic) = (self.host, self.traffic.clone());
-        let work = move |replica: M, Terms(terms): Terms<B>, _: &B::Device| {
-            let _counting = counting(&traffic);
+        let mut parts = vec![GradientsParams::from_grads(host_grads, &parallel.template)];
+        let to_host = parallel.to_host();
+        let work = |replica: M, Terms(terms): Terms<B>, _: &B::Device| {
             let Some(total) = terms.into_iter().reduce(Tensor::add) else {
                 return GradientsParams::new();
             };
             let grads = GradientsParams::from_grads(total.backward(), &replica);
-            weighted_on_host(&replica, grads, 1.0, &host)
+            weighted_on_host(&replica, grads, 1.0, to_host)
         };
         // Not timed for `Split::Balanced`: the forward passes were, and a replica whose
         // output the loss does not read would measure nothing here.
-        parts.extend(run_replicas(&self.workers, jobs, &work, Timing::Skip)?);
-        Ok(sum_gradients(&self.template, parts))
+        parts.extend(run_replicas(&parallel.workers, jobs, &work, Timing::Skip)?);
+        Ok(sum_gradients(&parallel.template, parts))
     }
 }
 

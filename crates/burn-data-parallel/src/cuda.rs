@@ -1,7 +1,7 @@
 //! CUDA devices (feature `cuda`): Keras's `multi_gpu_model(model, gpus=n)` as
 //! [`DataParallel::gpus`], and finding the GPUs without crashing on a machine that has none.
+//! What a CUDA device is to the core (how its existence is checked) is `kind/cuda.rs`.
 
-use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
 
 use burn::DispatchDevice;
@@ -10,8 +10,8 @@ use burn::module::Module;
 use burn::tensor::backend::{Backend, DeviceOps};
 
 use crate::data_parallel::DataParallel;
-use crate::error::{DataParallelError, Result};
-use crate::replica::panic_message;
+use crate::error::{DataParallelError, Result, panic_message};
+use crate::kind::cuda::{cuda_driver_present, no_driver};
 
 /// A device type that can name CUDA GPUs: Burn's `CudaDevice`, and `DispatchDevice`, whose
 /// backend also spans the CPU (so the template can stay on the CPU while replicas run on GPUs).
@@ -30,27 +30,6 @@ impl CudaDevices for DispatchDevice {
     fn cuda(index: usize) -> Self {
         DispatchDevice::Cuda(CudaDevice::new(index))
     }
-}
-
-/// Whether a CUDA driver library can be loaded on this machine, checked without starting
-/// Burn's CUDA runtime (which panics on a machine without one).
-pub fn cuda_driver_present() -> bool {
-    // SAFETY: the call only tries to open the driver library with `libloading` and drops it.
-    unsafe { cudarc::driver::sys::is_culib_present() }
-}
-
-/// Why `device` cannot work, when it is a CUDA device on a machine without a CUDA driver.
-pub(crate) fn missing_driver(device: &dyn Any) -> Option<String> {
-    let is_cuda = device.is::<CudaDevice>()
-        || matches!(
-            device.downcast_ref::<DispatchDevice>(),
-            Some(DispatchDevice::Cuda(_))
-        );
-    (is_cuda && !cuda_driver_present()).then(no_driver)
-}
-
-fn no_driver() -> String {
-    "no CUDA driver found: the libcuda library could not be loaded".to_string()
 }
 
 /// Every CUDA device of this machine, in index order; empty, with the reason, when it has none.

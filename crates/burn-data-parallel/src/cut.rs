@@ -16,7 +16,7 @@ use std::cell::RefCell;
 
 use burn::tensor::{BasicOps, Float, Tensor, backend::Backend};
 
-use crate::transfer::{Direction, move_to};
+use crate::transfer::Destination;
 
 /// How a merged value's gradient splits into its parts' gradients.
 #[derive(Debug, Clone)]
@@ -75,7 +75,7 @@ fn flat<B: Backend, const D: usize>(tensor: Tensor<B, D>) -> Tensor<B, 1> {
 /// as they are: they carry no gradient.
 pub(crate) fn merge_cut<B, const D: usize, K>(
     cuts: &Cuts<B>,
-    host: &B::Device,
+    host: &Destination<'_, B>,
     parts: Vec<Tensor<B, D, K>>,
     split: CutSplit,
     merge: impl FnOnce(Vec<Tensor<B, D, K>>) -> crate::Result<Tensor<B, D, K>>,
@@ -84,18 +84,14 @@ where
     B: Backend,
     K: BasicOps<B> + 'static,
 {
-    if !B::ad_enabled(host) || TypeId::of::<K>() != TypeId::of::<Float>() {
+    if !B::ad_enabled(host.device()) || TypeId::of::<K>() != TypeId::of::<Float>() {
         return merge(parts);
     }
     let mut tracked = Vec::with_capacity(parts.len());
     let mut detached = Vec::with_capacity(parts.len());
     for part in parts {
         let part = as_float(part).unwrap_or_else(|_| unreachable!("K is Float"));
-        detached.push(from_float::<B, D, K>(move_to(
-            part.clone().detach(),
-            host,
-            Direction::ToHost,
-        )));
+        detached.push(from_float::<B, D, K>(host.move_to(part.clone().detach())));
         tracked.push(flat(part));
     }
     let merged = as_float(merge(detached)?).unwrap_or_else(|_| unreachable!("K is Float"));

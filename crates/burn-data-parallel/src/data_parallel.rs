@@ -10,14 +10,15 @@ use crate::device::{check_devices, template_device};
 use crate::error::Result;
 use crate::gather::{Gather, GatherContext};
 use crate::graph::join_graphs;
+use crate::kind::DeviceKinds;
 use crate::reduce::Reduction;
-use crate::replica::{Job, Timing, Workers, run_replicas};
-use crate::scatter::{Scatter, batch_size, scatter};
+use crate::replicate::{Replicate, module_bytes, replicate};
+use crate::run::{Job, Timing, Workers, run_replicas};
+use crate::scatter::{Scatter, ScatterContext, batch_size};
 use crate::split::SplitPlan;
 use crate::state::{collect_state, settle_shared_state, write_state};
-use crate::transfer::{
-    Direction, Replicate, Traffic, TrafficCounter, count, counting, module_bytes, replicate,
-};
+use crate::traffic::{Direction, Traffic, TrafficCounter};
+use crate::transfer::Destination;
 
 /// A module replicated over several devices: each batch is split along dim 0, every replica
 /// runs on its shard in its own thread, and the outputs are merged back into one batch on the
@@ -64,6 +65,8 @@ pub struct DataParallel<B: Backend, M> {
     pub(crate) template: M,
     pub(crate) devices: Vec<B::Device>,
     pub(crate) host: B::Device,
+    /// The kind of the host and of each replica device, chosen once here.
+    pub(crate) kinds: DeviceKinds<B>,
     pub(crate) reduction: Reduction,
     pub(crate) split: Split,
     pub(crate) traffic: Arc<TrafficCounter>,
@@ -90,10 +93,12 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
         // `devices()` visits every parameter, which initialises the lazy ones.
         let host = template_device::<B, M>(&template)?.unwrap_or_else(|| devices[0].clone());
         let workers = Arc::new(Workers::new(devices.len()));
+        let kinds = DeviceKinds::of(&host, &devices);
         Ok(Self {
             template,
             devices,
             host,
+            kinds,
             reduction: Reduction::default(),
             split: Split::default(),
             traffic: Arc::default(),
@@ -104,9 +109,13 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
     /// Moves the template to `host` (with `fork`, so its parameters stay trainable leaves).
     #[must_use]
     pub fn with_host(self, host: B::Device) -> Self {
+        let kinds = self.kinds.with_host(&host);
+        let to = Destination::new(&host, kinds.host(), Direction::ToReplica);
+        let template = replicate(self.template, to, Replicate::Forked);
         Self {
-            template: replicate(self.template, &host, Replicate::Forked),
+            template,
             host,
+            kinds,
             ..self
         }
     }
@@ -263,23 +272,22 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
         O: Gather<B> + Send,
         F: Fn(&M, I) -> O + Sync,
     {
-        #[cfg(feature = "remote")]
-        crate::remote::check_forward_untracked(&self.template, &self.devices)?;
+        self.kinds
+            .check_differentiable_forward(&self.template, &self.devices)?;
         let plan = self.plan(&input)?;
-        let _counting = counting(&self.traffic);
         // Replicas share the template's running state; keep its value to restore on failure.
         let state_before = collect_state(&self.template);
-        let jobs = self.jobs(&plan, &input, |template, device| {
-            replicate(template.clone(), device, Replicate::Linked)
+        let jobs = self.jobs(&plan, &input, ScatterContext::replica, |template, to| {
+            replicate(template.clone(), to.without_count(), Replicate::Linked)
         });
-        join_graphs(&jobs, &self.host);
+        join_graphs(&jobs, self.to_host());
         let run = |replica: M, shard, _: &B::Device| forward(&replica, shard);
         let outputs = run_replicas(&self.workers, jobs, &run, Timing::Record);
-        settle_shared_state(&self.template, &self.host);
+        settle_shared_state(&self.template, self.to_host());
         let outputs = match outputs {
             Ok(outputs) => outputs,
             Err(error) => {
-                write_state(&self.template, vec![state_before], &[1.0], &self.host);
+                write_state(&self.template, vec![state_before], &[1.0], self.to_host());
                 return Err(error);
             }
         };
@@ -288,43 +296,43 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
 
     /// How `input` is split over this module's devices.
     ///
-    /// With the `remote` feature, the servers of the host and of the replicas this plan uses
-    /// are checked first: a lost one is an error here, before any tensor moves, since moving a
-    /// tensor to a lost server panics on the caller's thread.
+    /// The host and the replica devices this plan uses are checked first: one that can no
+    /// longer be reached (a lost server) is an error here, before any tensor moves, since
+    /// moving a tensor to a lost server panics on the caller's thread.
     pub(crate) fn plan<I: Scatter<B>>(&self, input: &I) -> Result<SplitPlan> {
         let plan = self.split_plan(batch_size(input)?)?;
-        #[cfg(feature = "remote")]
-        crate::remote::lost::check_servers::<B>(
-            core::iter::once(&self.host).chain(&self.devices[..plan.len()]),
-        )?;
+        self.kinds
+            .check_reachable(&self.host, &self.devices, plan.len())?;
         Ok(plan)
     }
 
-    /// One job per shard of `plan`: what `make_replica` makes of the template for the shard's
-    /// device, and the shard of `input`. Counts the template's bytes as sent to every replica
-    /// off the host.
+    /// One job per shard of `plan`: the shard of `input`, cut in the context `context` makes
+    /// of the replica's destination, and what `make_replica` makes of the template for that
+    /// destination. Counts the template's bytes as sent to every replica off the host.
     pub(crate) fn jobs<'a, I, R>(
         &'a self,
         plan: &SplitPlan,
         input: &I,
-        make_replica: impl Fn(&M, &B::Device) -> R,
+        context: impl Fn(Destination<'a, B>) -> ScatterContext<'a, B>,
+        make_replica: impl Fn(&M, Destination<'a, B>) -> R,
     ) -> Vec<Job<'a, R, I, B::Device>>
     where
         I: Scatter<B>,
     {
-        let shards = scatter(input, plan, &self.devices);
         let mut template_bytes = None;
-        shards
-            .into_iter()
-            .zip(plan.shards().iter().zip(&self.devices))
-            .map(|(shard, (rows, device))| {
+        plan.shards()
+            .iter()
+            .zip(&self.devices)
+            .enumerate()
+            .map(|(index, (rows, device))| {
+                let to = self.to_replica(index);
                 if *device != self.host {
                     let bytes = *template_bytes.get_or_insert_with(|| module_bytes(&self.template));
-                    count(Direction::ToReplica, bytes);
+                    self.traffic.add(Direction::ToReplica, bytes);
                 }
                 Job {
-                    replica: make_replica(&self.template, device),
-                    shard,
+                    shard: input.shard(rows.clone(), &context(to)),
+                    replica: make_replica(&self.template, to),
                     device,
                     rows: rows.clone(),
                 }
@@ -332,8 +340,23 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
             .collect()
     }
 
+    /// Moves to replica `index`'s device, counted in this module's traffic.
+    pub(crate) fn to_replica(&self, index: usize) -> Destination<'_, B> {
+        Destination::new(
+            &self.devices[index],
+            self.kinds.replica(index),
+            Direction::ToReplica,
+        )
+        .counted(&self.traffic)
+    }
+
+    /// Moves to the host, counted in this module's traffic.
+    pub(crate) fn to_host(&self) -> Destination<'_, B> {
+        Destination::new(&self.host, self.kinds.host(), Direction::ToHost).counted(&self.traffic)
+    }
+
     /// Where and how outputs of a call split by `plan` are merged.
     pub(crate) fn gather_context<'a>(&'a self, plan: &'a SplitPlan) -> GatherContext<'a, B> {
-        GatherContext::new(&self.host, plan, self.reduction)
+        GatherContext::to(self.to_host(), plan, self.reduction)
     }
 }

@@ -138,3 +138,14 @@ pub enum DataParallelError {
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = DataParallelError> = core::result::Result<T, E>;
+
+/// The text of a panic payload (`panic!` with a literal or a formatted message).
+pub(crate) fn panic_message(payload: &(dyn core::any::Any + Send)) -> String {
+    if let Some(message) = payload.downcast_ref::<&str>() {
+        (*message).to_string()
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        "the panic carried no message".to_string()
+    }
+}

@@ -6,7 +6,8 @@ use crate::cut::{CutSplit, Cuts, merge_cut};
 use crate::error::{DataParallelError, Result};
 use crate::reduce::Reduction;
 use crate::split::SplitPlan;
-use crate::transfer::{Direction, move_to};
+use crate::traffic::Direction;
+use crate::transfer::Destination;
 
 /// A value that can be merged from the replicas' outputs into one, on the host device.
 ///
@@ -50,7 +51,7 @@ pub trait Gather<B: Backend>: Sized {
 /// What a [`Gather`] implementation needs to know: where to merge and how the batch was split.
 #[derive(Debug, Clone)]
 pub struct GatherContext<'a, B: Backend> {
-    host: &'a B::Device,
+    host: Destination<'a, B>,
     plan: &'a SplitPlan,
     reduction: Reduction,
     /// Set by `forward_parallel`: float merges become fresh leaves, recorded here.
@@ -60,6 +61,15 @@ pub struct GatherContext<'a, B: Backend> {
 impl<'a, B: Backend> GatherContext<'a, B> {
     /// A context that merges on `host` the shards of `plan`, with losses reduced by `reduction`.
     pub fn new(host: &'a B::Device, plan: &'a SplitPlan, reduction: Reduction) -> Self {
+        Self::to(
+            Destination::uncounted(host, Direction::ToHost),
+            plan,
+            reduction,
+        )
+    }
+
+    /// A context that merges at `host` (a `DataParallel`'s, counted in its traffic).
+    pub(crate) fn to(host: Destination<'a, B>, plan: &'a SplitPlan, reduction: Reduction) -> Self {
         Self {
             host,
             plan,
@@ -79,7 +89,7 @@ impl<'a, B: Backend> GatherContext<'a, B> {
 
     /// The device the merged value lives on.
     pub fn host(&self) -> &B::Device {
-        self.host
+        self.host.device()
     }
 
     /// How the batch was split.
@@ -97,7 +107,7 @@ impl<'a, B: Backend> GatherContext<'a, B> {
         &self,
         tensor: Tensor<B, D, K>,
     ) -> Tensor<B, D, K> {
-        move_to(tensor, self.host, Direction::ToHost)
+        self.host.move_to(tensor)
     }
 
     /// Concatenates `parts` along dim 0 on the host, in device order.
@@ -110,7 +120,7 @@ impl<'a, B: Backend> GatherContext<'a, B> {
         parts: Vec<Tensor<B, D, K>>,
     ) -> Result<Tensor<B, D, K>> {
         if let Some(cuts) = self.cuts {
-            return merge_cut(cuts, self.host, parts, CutSplit::Rows, |parts| {
+            return merge_cut(cuts, &self.host, parts, CutSplit::Rows, |parts| {
                 self.uncut().cat(parts)
             });
         }
@@ -134,7 +144,7 @@ impl<'a, B: Backend> GatherContext<'a, B> {
         let weights = self.plan.weights();
         if let Some(cuts) = self.cuts {
             let split = CutSplit::Scaled(weights);
-            return merge_cut(cuts, self.host, parts, split, |parts| {
+            return merge_cut(cuts, &self.host, parts, split, |parts| {
                 self.uncut().weighted_mean(parts)
             });
         }
@@ -158,7 +168,7 @@ impl<'a, B: Backend> GatherContext<'a, B> {
     pub fn sum<const D: usize>(&self, parts: Vec<Tensor<B, D>>) -> Result<Tensor<B, D>> {
         if let Some(cuts) = self.cuts {
             let split = CutSplit::Scaled(vec![1.0; parts.len()]);
-            return merge_cut(cuts, self.host, parts, split, |parts| {
+            return merge_cut(cuts, &self.host, parts, split, |parts| {
                 self.uncut().sum(parts)
             });
         }

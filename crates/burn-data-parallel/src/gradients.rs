@@ -6,7 +6,7 @@ use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::{Tensor, backend::AutodiffBackend};
 
-use crate::transfer::{Direction, move_to};
+use crate::transfer::Destination;
 
 /// One replica's gradients, multiplied by `weight` and moved to `host`, keyed by the
 /// parameter ids of `replica` (which are the template's).
@@ -14,7 +14,7 @@ pub(crate) fn weighted_on_host<B: AutodiffBackend, M: AutodiffModule<B>>(
     replica: &M,
     mut grads: GradientsParams,
     weight: f64,
-    host: &B::Device,
+    host: Destination<'_, B>,
 ) -> GradientsParams {
     let mut visitor = Weigh::<B> {
         grads: &mut grads,
@@ -29,7 +29,7 @@ pub(crate) fn weighted_on_host<B: AutodiffBackend, M: AutodiffModule<B>>(
 struct Weigh<'a, B: AutodiffBackend> {
     grads: &'a mut GradientsParams,
     weight: f64,
-    host: &'a B::Device,
+    host: Destination<'a, B>,
     weighted: GradientsParams,
 }
 
@@ -44,8 +44,9 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Weigh<'_, B> {
         } else {
             grad.mul_scalar(self.weight)
         };
-        self.weighted
-            .register(param.id, move_to(grad, self.host, Direction::ToHost));
+        // Moved as an untracked tensor of `B`, the backend whose device kinds the host knows.
+        let grad = self.host.move_to(Tensor::<B, D>::from_inner(grad)).inner();
+        self.weighted.register(param.id, grad);
     }
 }
 

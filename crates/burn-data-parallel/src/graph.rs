@@ -17,23 +17,24 @@
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Tensor, backend::Backend};
 
-use crate::replica::Job;
+use crate::run::Job;
 use crate::scatter::Scatter;
-use crate::transfer::{Direction, move_to};
+use crate::transfer::Destination;
 
 /// Joins the autodiff graphs of every float parameter and every float input tensor of the
 /// `jobs`, on `host`. Does nothing on a backend without autodiff.
-pub(crate) fn join_graphs<B, M, I>(jobs: &[Job<'_, M, I, B::Device>], host: &B::Device)
+pub(crate) fn join_graphs<B, M, I>(jobs: &[Job<'_, M, I, B::Device>], host: Destination<'_, B>)
 where
     B: Backend,
     M: Module<B>,
     I: Scatter<B>,
 {
-    if !B::ad_enabled(host) {
+    if !B::ad_enabled(host.device()) {
         return;
     }
     let mut anchors = Anchors::<B> {
-        host,
+        // Bookkeeping (one element per tensor), not traffic.
+        host: host.without_count(),
         anchors: Vec::new(),
     };
     for job in jobs {
@@ -49,7 +50,7 @@ where
 
 /// One element of each tensor, moved to the host: a cheap node in that tensor's graph.
 struct Anchors<'a, B: Backend> {
-    host: &'a B::Device,
+    host: Destination<'a, B>,
     anchors: Vec<Tensor<B, 1>>,
 }
 
@@ -59,8 +60,7 @@ impl<B: Backend> Anchors<'_, B> {
             return;
         }
         let first = flat.narrow(0, 0, 1);
-        self.anchors
-            .push(move_to(first, self.host, Direction::Bookkeeping));
+        self.anchors.push(self.host.move_to(first));
     }
 }
 

@@ -66,6 +66,11 @@
 //!   `docs/scale-out.md` for what it supports and Burn 0.21's limits.
 #![deny(missing_docs)]
 
+// The verbs of a call, in order: scatter (split the input), replicate (the template onto each
+// device), run (the worker pool, or watched threads), gather (merge the outputs), train (the
+// per-replica step behind Burn's Learner). The device kinds (`kind`) answer what differs
+// between local, CUDA and remote devices; the features select them here and in `kind`, and
+// nowhere else in the core.
 mod backward;
 mod balance;
 #[cfg(feature = "cuda")]
@@ -77,16 +82,19 @@ mod error;
 mod gather;
 mod gradients;
 mod graph;
-#[cfg(feature = "train")]
-mod learner;
+mod kind;
 mod module;
 mod reduce;
 #[cfg(feature = "remote")]
 mod remote;
-mod replica;
+mod replicate;
+mod run;
 mod scatter;
 mod split;
 mod state;
+mod traffic;
+#[cfg(feature = "train")]
+mod train;
 #[cfg(feature = "train")]
 mod train_outputs;
 mod transfer;
@@ -127,12 +135,14 @@ pub use backward::ParallelBackward;
 pub use balance::Split;
 pub use burn_data_parallel_derive::{Gather, Scatter};
 #[cfg(feature = "cuda")]
-pub use cuda::{CudaDevices, cuda_devices, cuda_driver_present};
+pub use cuda::{CudaDevices, cuda_devices};
 pub use data_parallel::DataParallel;
 pub use device::check_devices;
 pub use error::{DataParallelError, Result};
 pub use gather::{Gather, GatherContext, Mean, Sum};
+#[cfg(feature = "cuda")]
+pub use kind::cuda::cuda_driver_present;
 pub use reduce::Reduction;
-pub use scatter::{Broadcast, Scatter, batch_size};
+pub use scatter::{Broadcast, Scatter, ScatterContext, batch_size};
 pub use split::SplitPlan;
-pub use transfer::Traffic;
+pub use traffic::Traffic;

@@ -14,6 +14,7 @@ use burn::module::{
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use crate::data_parallel::DataParallel;
+use crate::kind::DeviceKinds;
 
 impl<B: Backend, M: Module<B>> Module<B> for DataParallel<B, M> {
     type Record = M::Record;
@@ -68,6 +69,8 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> AutodiffModule<B> for DataParalle
             template: self.template.valid(),
             devices: self.devices.clone(),
             host: self.host.clone(),
+            // The same kinds, seen from the inner backend.
+            kinds: DeviceKinds::of(&self.host, &self.devices),
             reduction: self.reduction,
             split: self.split.clone(),
             traffic: self.traffic.clone(),
@@ -78,6 +81,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> AutodiffModule<B> for DataParalle
     fn from_inner(module: Self::InnerModule) -> Self {
         DataParallel {
             template: M::from_inner(module.template),
+            kinds: DeviceKinds::of(&module.host, &module.devices),
             devices: module.devices,
             host: module.host,
             reduction: module.reduction,

@@ -1,7 +1,7 @@
 //! Items the derive macros' generated code names. Not public API.
 
+pub use burn::tensor::Tensor;
 pub use burn::tensor::backend::Backend;
-pub use burn::tensor::{Device, Tensor};
 pub use core::ops::Range;
 pub use std::vec::Vec;
 

@@ -1,14 +1,13 @@
 //! [`Scatter`]: what can be cut along the batch dimension and sent to the replicas.
 
 use core::any::Any;
-use core::cell::Cell;
 use core::ops::Range;
 
 use burn::tensor::{BasicOps, Tensor, backend::Backend};
 
 use crate::error::{DataParallelError, Result};
-use crate::split::SplitPlan;
-use crate::transfer::{Direction, move_to};
+use crate::traffic::Direction;
+use crate::transfer::Destination;
 
 /// A value that can be cut into shards along its batch dimension, one shard per replica.
 ///
@@ -23,7 +22,7 @@ use crate::transfer::{Direction, move_to};
 /// ```
 /// use burn::backend::NdArray;
 /// use burn::tensor::{Int, Tensor};
-/// use burn_data_parallel::Scatter;
+/// use burn_data_parallel::{Scatter, ScatterContext};
 ///
 /// let device = Default::default();
 /// let images = Tensor::<NdArray, 2>::ones([5, 3], &device);
@@ -34,7 +33,7 @@ use crate::transfer::{Direction, move_to};
 /// batch.batch_sizes(&mut sizes);
 /// assert_eq!(sizes, [5, 5]);
 ///
-/// let (images, labels) = batch.shard(3..5, &device);
+/// let (images, labels) = batch.shard(3..5, &ScatterContext::new(&device));
 /// assert_eq!(images.dims(), [2, 3]);
 /// assert_eq!(labels.into_data().to_vec::<i64>().unwrap(), [3, 4]);
 /// ```
@@ -42,8 +41,9 @@ pub trait Scatter<B: Backend>: Sized {
     /// Appends the dim-0 size of every part that is split to `sizes`.
     fn batch_sizes(&self, sizes: &mut Vec<usize>);
 
-    /// The given `rows` of every part that is split, moved to `device`; other parts cloned.
-    fn shard(&self, rows: Range<usize>, device: &B::Device) -> Self;
+    /// The given `rows` of every part that is split, moved to the context's device; other
+    /// parts cloned.
+    fn shard(&self, rows: Range<usize>, context: &ScatterContext<'_, B>) -> Self;
 
     /// Calls `visit` with every float tensor of the value (split or not), flattened to one
     /// dimension.
@@ -61,7 +61,8 @@ pub trait Scatter<B: Backend>: Sized {
 ///
 /// The value is cloned, not moved: a tensor inside stays on its device. Move it where it is
 /// used, for example with `mask.clone().to_device(&shard.device())` inside the closure given to
-/// [`forward`](crate::DataParallel::forward).
+/// [`forward`](crate::DataParallel::forward), or, in a hand-written [`Scatter`], with
+/// [`ScatterContext::to_replica`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Broadcast<T>(pub T);
 
@@ -91,40 +92,62 @@ pub fn batch_size<B: Backend, I: Scatter<B>>(input: &I) -> Result<usize> {
     Ok(first)
 }
 
-/// Cuts `input` into the shards of `plan`, shard `i` on `devices[i]`.
-pub(crate) fn scatter<B: Backend, I: Scatter<B>>(
-    input: &I,
-    plan: &SplitPlan,
-    devices: &[B::Device],
-) -> Vec<I> {
-    plan.shards()
-        .iter()
-        .zip(devices)
-        .map(|(rows, device)| input.shard(rows.clone(), device))
-        .collect()
-}
-
-thread_local! {
-    /// Whether shards made on this thread leave the autodiff graph (see [`detaching_shards`]).
-    static DETACHING: Cell<bool> = const { Cell::new(false) };
-}
-
-/// Makes the shards cut on this thread detached from the input's autodiff graph until the
-/// returned guard is dropped.
+/// What a [`Scatter`] implementation needs to know: the replica device its shard goes to,
+/// and how tensors reach it. The counterpart of [`GatherContext`](crate::GatherContext).
 ///
-/// `forward_parallel` runs each replica's backward pass on its own worker: a shard linked to
-/// the caller's graph would let those passes reach into it from several threads at once, where
-/// Burn 0.21 can deadlock. Its inputs are data, so they are cut off.
-pub(crate) fn detaching_shards() -> DetachingGuard {
-    DetachingGuard(DETACHING.replace(true))
+/// `DataParallel` makes one per replica for every call; in a hand-written implementation,
+/// pass it on to the fields' own `shard`, or move a tensor with
+/// [`to_replica`](Self::to_replica).
+#[derive(Debug, Clone, Copy)]
+pub struct ScatterContext<'a, B: Backend> {
+    to: Destination<'a, B>,
+    /// Whether float shards leave the autodiff graph (see [`detaching`](Self::detaching)).
+    detach: bool,
 }
 
-/// Restores the previous setting when dropped.
-pub(crate) struct DetachingGuard(bool);
+impl<'a, B: Backend> ScatterContext<'a, B> {
+    /// A context that sends shards to `device`.
+    pub fn new(device: &'a B::Device) -> Self {
+        Self {
+            to: Destination::uncounted(device, Direction::ToReplica),
+            detach: false,
+        }
+    }
 
-impl Drop for DetachingGuard {
-    fn drop(&mut self) {
-        DETACHING.set(self.0);
+    /// The context of a replica: moves go to `to`, counted there.
+    pub(crate) fn replica(to: Destination<'a, B>) -> Self {
+        Self { to, detach: false }
+    }
+
+    /// The same context, with float shards detached from the input's autodiff graph.
+    ///
+    /// `forward_parallel` runs each replica's backward pass on its own worker: a shard linked
+    /// to the caller's graph would let those passes reach into it from several threads at
+    /// once, where Burn 0.21 can deadlock. Its inputs are data, so they are cut off.
+    pub(crate) fn detaching(self) -> Self {
+        Self {
+            detach: true,
+            ..self
+        }
+    }
+
+    /// The device the shard goes to.
+    pub fn device(&self) -> &'a B::Device {
+        self.to.device()
+    }
+
+    /// Moves `tensor` to the replica's device (a no-op when it is there already), counted in
+    /// the [`Traffic`](crate::Traffic) of the `DataParallel` that made this context.
+    pub fn to_replica<const D: usize, K: BasicOps<B> + 'static>(
+        &self,
+        tensor: Tensor<B, D, K>,
+    ) -> Tensor<B, D, K> {
+        let tensor = if self.detach {
+            detached(tensor)
+        } else {
+            tensor
+        };
+        self.to.move_to(tensor)
     }
 }
 
@@ -156,18 +179,13 @@ where
         sizes.push(self.dims()[0]);
     }
 
-    fn shard(&self, rows: Range<usize>, device: &B::Device) -> Self {
+    fn shard(&self, rows: Range<usize>, context: &ScatterContext<'_, B>) -> Self {
         let tensor = if rows.start == 0 && rows.end == self.dims()[0] {
             self.clone()
         } else {
             self.clone().narrow(0, rows.start, rows.len())
         };
-        let tensor = if DETACHING.get() {
-            detached(tensor)
-        } else {
-            tensor
-        };
-        move_to(tensor, device, Direction::ToReplica)
+        context.to_replica(tensor)
     }
 
     fn visit_floats(&self, visit: &mut dyn FnMut(Tensor<B, 1>)) {
@@ -183,7 +201,7 @@ where
 impl<B: Backend, T: Clone> Scatter<B> for Broadcast<T> {
     fn batch_sizes(&self, _sizes: &mut Vec<usize>) {}
 
-    fn shard(&self, _rows: Range<usize>, _device: &B::Device) -> Self {
+    fn shard(&self, _rows: Range<usize>, _context: &ScatterContext<'_, B>) -> Self {
         self.clone()
     }
 }
@@ -197,9 +215,9 @@ impl<B: Backend, T: Scatter<B>> Scatter<B> for Vec<T> {
         self.iter().for_each(|item| item.visit_floats(visit));
     }
 
-    fn shard(&self, rows: Range<usize>, device: &B::Device) -> Self {
+    fn shard(&self, rows: Range<usize>, context: &ScatterContext<'_, B>) -> Self {
         self.iter()
-            .map(|item| item.shard(rows.clone(), device))
+            .map(|item| item.shard(rows.clone(), context))
             .collect()
     }
 }
@@ -213,8 +231,8 @@ impl<B: Backend, T: Scatter<B>, const N: usize> Scatter<B> for [T; N] {
         self.iter().for_each(|item| item.visit_floats(visit));
     }
 
-    fn shard(&self, rows: Range<usize>, device: &B::Device) -> Self {
-        core::array::from_fn(|index| self[index].shard(rows.clone(), device))
+    fn shard(&self, rows: Range<usize>, context: &ScatterContext<'_, B>) -> Self {
+        core::array::from_fn(|index| self[index].shard(rows.clone(), context))
     }
 }
 
@@ -225,8 +243,8 @@ impl<B: Backend, T: Scatter<B>> Scatter<B> for Option<T> {
         }
     }
 
-    fn shard(&self, rows: Range<usize>, device: &B::Device) -> Self {
-        self.as_ref().map(|item| item.shard(rows, device))
+    fn shard(&self, rows: Range<usize>, context: &ScatterContext<'_, B>) -> Self {
+        self.as_ref().map(|item| item.shard(rows, context))
     }
 
     fn visit_floats(&self, visit: &mut dyn FnMut(Tensor<B, 1>)) {
@@ -243,8 +261,8 @@ macro_rules! scatter_tuple {
                 $(self.$index.batch_sizes(sizes);)+
             }
 
-            fn shard(&self, rows: Range<usize>, device: &B::Device) -> Self {
-                ($(self.$index.shard(rows.clone(), device),)+)
+            fn shard(&self, rows: Range<usize>, context: &ScatterContext<'_, B>) -> Self {
+                ($(self.$index.shard(rows.clone(), context),)+)
             }
 
             fn visit_floats(&self, visit: &mut dyn FnMut(Tensor<B, 1>)) {
@@ -272,19 +290,16 @@ mod tests {
     fn shard_reaches_input(detach: bool) -> bool {
         let device = Default::default();
         let input = Tensor::<B, 2>::ones([4, 2], &device).require_grad();
-        let shard = {
-            let _detaching = detach.then(detaching_shards);
-            input.shard(1..3, &device)
-        };
+        let context = ScatterContext::new(&device);
+        let context = if detach { context.detaching() } else { context };
+        let shard = input.shard(1..3, &context);
         let grads = shard.mul_scalar(2.0).sum().backward();
         input.grad(&grads).is_some()
     }
 
     #[test]
-    fn shards_cut_while_detaching_leave_the_inputs_graph() {
+    fn shards_cut_in_a_detaching_context_leave_the_inputs_graph() {
         assert!(shard_reaches_input(false));
         assert!(!shard_reaches_input(true));
-        // The guard is gone with its scope: shards are linked again.
-        assert!(shard_reaches_input(false));
     }
 }

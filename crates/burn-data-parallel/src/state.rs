@@ -15,18 +15,21 @@ use std::collections::HashMap;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::tensor::{Tensor, backend::Backend};
 
-use crate::transfer::{Direction, move_to};
+use crate::transfer::Destination;
 
 /// Syncs the template's shared running state and moves it back to `host`.
 ///
 /// After replicas made by `to_device` ran forward on their threads, the shared value sits on
 /// the last replica's device and each replica's update waits in the per-thread map; syncing
 /// makes the value the mean of those updates (Burn's rule).
-pub(crate) fn settle_shared_state<B: Backend, M: Module<B>>(template: &M, host: &B::Device) {
+pub(crate) fn settle_shared_state<B: Backend, M: Module<B>>(
+    template: &M,
+    host: Destination<'_, B>,
+) {
     sync_state(template);
     // Mapping a clone writes through the `Arc`s it shares with the template; the clone's own
     // parameters, already on the host, are left as they are and dropped.
-    let _ = template.clone().map(&mut MoveStateTo::<B> { device: host });
+    let _ = template.clone().map(&mut MoveStateTo::<B> { host });
 }
 
 /// Folds every pending per-thread update of `module`'s running state into its value.
@@ -37,13 +40,13 @@ pub(crate) fn sync_state<B: Backend, M: Module<B>>(module: &M) {
 }
 
 struct MoveStateTo<'a, B: Backend> {
-    device: &'a B::Device,
+    host: Destination<'a, B>,
 }
 
 impl<B: Backend> ModuleMapper<B> for MoveStateTo<'_, B> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let (id, tensor, mapper) = param.consume();
-        let tensor = move_to(tensor, self.device, Direction::ToHost);
+        let tensor = self.host.move_to(tensor);
         Param::from_mapped_value(id, tensor, mapper)
     }
 }
@@ -87,7 +90,7 @@ pub(crate) fn write_state<B: Backend, M: Module<B>>(
     template: &M,
     states: Vec<ReplicaState>,
     weights: &[f64],
-    host: &B::Device,
+    host: Destination<'_, B>,
 ) {
     if states.iter().all(HashMap::is_empty) {
         return;
@@ -103,7 +106,7 @@ pub(crate) fn write_state<B: Backend, M: Module<B>>(
 struct StateWriter<'a, B: Backend> {
     states: Vec<ReplicaState>,
     weights: &'a [f64],
-    host: &'a B::Device,
+    host: Destination<'a, B>,
 }
 
 impl<B: Backend> ModuleMapper<B> for StateWriter<'_, B> {
@@ -116,7 +119,7 @@ impl<B: Backend> ModuleMapper<B> for StateWriter<'_, B> {
             let Ok(value) = value.downcast::<Tensor<B, D>>() else {
                 continue;
             };
-            let value = move_to(*value, self.host, Direction::ToHost);
+            let value = self.host.move_to(*value);
             let value = if weight == 1.0 {
                 value
             } else {

@@ -23,8 +23,8 @@ use burn::optim::{AdamConfig, Optimizer};
 use burn::tensor::backend::Backend;
 use burn::train::{ClassificationOutput, TrainStep};
 use burn::{Dispatch, DispatchDevice};
-use burn_data_parallel::Scatter;
 use burn_data_parallel::{DataParallel, cuda_devices};
+use burn_data_parallel::{Scatter, ScatterContext};
 use burn_data_parallel_tests::exactness;
 
 type B = Autodiff<Dispatch>;
@@ -106,7 +106,7 @@ fn measure<M>(
     let mut optim = AdamConfig::new().init();
     let mut bare = model.clone().fork(gpu0);
     let base = throughput(n, steps, &gpus[..1], || {
-        let output = TrainStep::step(&bare, batch.clone().shard(0..n, gpu0));
+        let output = TrainStep::step(&bare, batch.clone().shard(0..n, &ScatterContext::new(gpu0)));
         bare = optim.step(1e-3, bare.clone(), output.grads);
     });
     println!("| {name} | bare model on {gpu0:?} | 1 | {base:.0} | 1.00x |");

@@ -3,9 +3,7 @@
 use std::cell::Cell;
 use std::sync::{Condvar, Mutex};
 
-use burn::module::{ModuleMapper, Param};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Bool, Int, Tensor};
 
 /// Whether a remote transfer is under way in this process.
 static BUSY: Mutex<bool> = Mutex::new(false);
@@ -65,56 +63,4 @@ pub(crate) fn one_at_a_time<B: Backend, T>(
     let _ = B::sync(from);
     let _ = B::sync(to);
     moved
-}
-
-/// Moves a module's parameters to `device` one at a time, as `to_device` (or, with `fork`, as
-/// `fork`: detached, trainable again when they were) would all at once.
-pub(crate) struct MoveParams<'a, B: Backend> {
-    pub(crate) device: &'a B::Device,
-    pub(crate) fork: bool,
-}
-
-impl<B: Backend> MoveParams<'_, B> {
-    fn to_device<T>(&self, from: B::Device, tensor: T, transfer: impl FnOnce(T) -> T) -> T {
-        if from == *self.device {
-            tensor
-        } else {
-            one_at_a_time::<B, _>(&from, self.device, || transfer(tensor))
-        }
-    }
-}
-
-impl<B: Backend> ModuleMapper<B> for MoveParams<'_, B> {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let (id, tensor, mapper) = param.consume();
-        let require_grad = tensor.is_require_grad();
-        let device = self.device;
-        let moved = self.to_device(tensor.device(), tensor, |tensor| tensor.to_device(device));
-        let moved = match (self.fork, require_grad) {
-            (true, true) => moved.detach().require_grad(),
-            (true, false) => moved.detach(),
-            (false, _) => moved,
-        };
-        Param::from_mapped_value(id, moved, mapper)
-    }
-
-    fn map_int<const D: usize>(
-        &mut self,
-        param: Param<Tensor<B, D, Int>>,
-    ) -> Param<Tensor<B, D, Int>> {
-        let (id, tensor, mapper) = param.consume();
-        let device = self.device;
-        let moved = self.to_device(tensor.device(), tensor, |tensor| tensor.to_device(device));
-        Param::from_mapped_value(id, moved, mapper)
-    }
-
-    fn map_bool<const D: usize>(
-        &mut self,
-        param: Param<Tensor<B, D, Bool>>,
-    ) -> Param<Tensor<B, D, Bool>> {
-        let (id, tensor, mapper) = param.consume();
-        let device = self.device;
-        let moved = self.to_device(tensor.device(), tensor, |tensor| tensor.to_device(device));
-        Param::from_mapped_value(id, moved, mapper)
-    }
 }

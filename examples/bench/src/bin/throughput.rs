@@ -37,7 +37,7 @@ use burn::train::{
     SupervisedTraining, TrainStep, TrainingStrategy,
 };
 use burn::{Dispatch, DispatchDevice};
-use burn_data_parallel::{DataParallel, Scatter};
+use burn_data_parallel::{DataParallel, Scatter, ScatterContext};
 
 #[global_allocator]
 static ALLOC: Counting = Counting::new();
@@ -173,9 +173,10 @@ fn ceiling<'a, M: Measured>(
     batch: &'a ImageBatch<B>,
 ) -> impl FnMut(usize) -> usize + 'a {
     let n = batch.images.dims()[0];
+    let device = batch.images.device();
     let halves = [
-        batch.shard(0..n / 2, &batch.images.device()),
-        batch.shard(n / 2..n, &batch.images.device()),
+        batch.shard(0..n / 2, &ScatterContext::new(&device)),
+        batch.shard(n / 2..n, &ScatterContext::new(&device)),
     ];
     // Copies with leaves of their own: threads must not backward through shared leaves.
     let copies = [M::from_inner(model.valid()), M::from_inner(model.valid())];

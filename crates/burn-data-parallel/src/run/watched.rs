@@ -1,10 +1,12 @@
-//! Replicas on remote devices: each on a thread of its own that, when its server is lost,
-//! reports the loss and stops without unwinding.
+//! Watched replica threads: each replica on a thread of its own that, when its device (or the
+//! host) is lost, reports the loss and stops without unwinding.
 //!
-//! Unwinding would drop the replica's tensors, and in Burn 0.21 dropping a tensor whose
-//! connection is lost panics; a panic while unwinding aborts the whole process. A thread that
-//! stops instead keeps what it holds, on a device that is gone, until the process ends. Its
-//! data is its own (`'static`), so nothing it refers to is freed under it.
+//! Unwinding would drop the replica's tensors, and on a device kind whose tensors panic when
+//! dropped after a loss (Burn 0.21's remote devices), a panic while unwinding aborts the whole
+//! process. A thread that stops instead keeps what it holds, on a device that is gone, until
+//! the process ends. Its data is its own (`'static`), so nothing it refers to is freed under
+//! it. What "lost" means, and how to wake a thread waiting on a lost device, is the device
+//! kind's to say.
 
 use core::ops::Range;
 use std::cell::RefCell;
@@ -16,23 +18,24 @@ use std::time::Duration;
 
 use burn::tensor::backend::Backend;
 
-use super::server::{accepts_connections, probe, wake};
-use super::transfer::give_up_turn;
-use crate::error::{DataParallelError, Result};
-use crate::replica::{Job, panic_message};
+use super::pool::Job;
+use crate::error::{DataParallelError, Result, panic_message};
+use crate::kind::{DeviceKinds, Kind};
 
-/// How often the caller checks the servers of the replicas still running.
+/// How often the caller checks the devices of the replicas still running.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// What a replica thread does when it panics.
 struct Watch {
-    /// `Some((device, why))` when the replica's server or the host's is lost.
+    /// `Some((device, why))` when the replica's device or the host is lost.
     lost: Box<dyn Fn() -> Option<Lost>>,
-    /// Tells the caller which server is lost.
+    /// Tells the caller which device is lost.
     report: Box<dyn Fn(Lost)>,
+    /// Gives up what the thread holds for its devices' kinds.
+    release: Box<dyn Fn()>,
 }
 
-/// A lost server: its device's `Debug` form, and what failed.
+/// A lost device: its `Debug` form, and what failed.
 type Lost = (String, String);
 
 thread_local! {
@@ -47,40 +50,18 @@ enum Outcome<O> {
     NotStarted(String),
 }
 
-/// Returns an error naming the first device in `devices` whose server is lost, checking each
-/// remote device once. Other devices pass.
+/// Runs `work` on every job, each on a new thread, and returns the outputs in device order;
+/// job `i` runs on replica device `i` of `kinds`.
 ///
-/// # Errors
-///
-/// [`DeviceLost`](DataParallelError::DeviceLost) for the first lost device.
-pub(crate) fn check_servers<'a, B: Backend>(
-    devices: impl IntoIterator<Item = &'a B::Device>,
-) -> Result<()> {
-    let mut checked: Vec<&B::Device> = Vec::new();
-    for device in devices {
-        if checked.contains(&device) {
-            continue;
-        }
-        checked.push(device);
-        probe::<B>(device).map_err(|reason| DataParallelError::DeviceLost {
-            device: format!("{device:?}"),
-            reason,
-        })?;
-    }
-    Ok(())
-}
-
-/// Runs `work` on every job, each on a new thread, and returns the outputs in device order.
-///
-/// Every job has ended or been given up before this returns: a job whose server, or the
-/// host's, is lost ends in [`DeviceLost`](DataParallelError::DeviceLost), noticed by the
-/// replica when an operation fails or by this caller, which checks the host's and the running
-/// replicas' servers every second. A panic
-/// on a replica whose server is fine becomes
-/// [`ReplicaPanicked`](DataParallelError::ReplicaPanicked), as with local devices. The first
+/// Every job has ended or been given up before this returns: a job whose device, or the
+/// host, is lost ends in [`DeviceLost`](DataParallelError::DeviceLost), noticed by the
+/// replica when an operation fails or by this caller, which checks the host and the running
+/// replicas' devices every second. A panic on a replica whose device is fine becomes
+/// [`ReplicaPanicked`](DataParallelError::ReplicaPanicked), as on the worker pool. The first
 /// failure in device order is reported.
 pub(crate) fn run_watched<B, M, I, O, F>(
     jobs: Vec<Job<'_, M, I, B::Device>>,
+    kinds: &DeviceKinds<B>,
     host: &B::Device,
     work: Arc<F>,
 ) -> Result<Vec<O>>
@@ -92,20 +73,25 @@ where
     F: Fn(M, I, &B::Device) -> O + Send + Sync + 'static,
 {
     install_hook();
-    let described: Vec<(B::Device, Range<usize>)> = jobs
+    let host_kind = kinds.host();
+    let described: Vec<(B::Device, Kind<B>, Range<usize>)> = jobs
         .iter()
-        .map(|job| (job.device.clone(), job.rows.clone()))
+        .enumerate()
+        .map(|(index, job)| (job.device.clone(), kinds.replica(index), job.rows.clone()))
         .collect();
     let (sender, receiver) = mpsc::channel();
     let mut outcomes: Vec<Option<Outcome<O>>> = described.iter().map(|_| None).collect();
     for (index, job) in jobs.into_iter().enumerate() {
         let (sender, work, device) = (sender.clone(), work.clone(), job.device.clone());
-        let host = host.clone();
+        let watched = [
+            (device.clone(), kinds.replica(index)),
+            (host.clone(), host_kind),
+        ];
         let (replica, shard) = (job.replica, job.shard);
         let started = thread::Builder::new()
-            .name(format!("dp-remote-replica-{index}"))
+            .name(format!("dp-watched-replica-{index}"))
             .spawn(move || {
-                watch::<B, O>(index, [device.clone(), host], sender.clone());
+                watch::<B, O>(index, watched, sender.clone());
                 let outcome =
                     match panic::catch_unwind(AssertUnwindSafe(|| work(replica, shard, &device))) {
                         Ok(output) => Outcome::Done(output),
@@ -128,22 +114,22 @@ where
                 Some(_) => std::mem::forget(outcome),
             },
             Err(RecvTimeoutError::Timeout) => {
-                let host_lost = accepts_connections(host).and_then(Result::err);
+                let host_lost = host_kind.unreachable(host);
                 if host_lost.is_some() {
-                    wake::<B>(host);
+                    host_kind.wake(host);
                 }
-                for ((device, _), outcome) in described.iter().zip(&mut outcomes) {
+                for ((device, kind, _), outcome) in described.iter().zip(&mut outcomes) {
                     if outcome.is_some() {
                         continue;
                     }
-                    let lost = match (&host_lost, accepts_connections(device)) {
+                    let lost = match (&host_lost, kind.unreachable(device)) {
                         (Some(why), _) => Some((format!("{host:?}"), why.clone())),
-                        (None, Some(Err(why))) => {
+                        (None, Some(why)) => {
                             // The replica may be waiting for an answer that will not come.
-                            wake::<B>(device);
+                            kind.wake(device);
                             Some((format!("{device:?}"), why))
                         }
-                        (None, _) => None,
+                        (None, None) => None,
                     };
                     if let Some(lost) = lost {
                         *outcome = Some(Outcome::Lost(lost));
@@ -165,7 +151,7 @@ where
         .flatten()
         .zip(described)
         .enumerate()
-        .map(|(index, (outcome, (device, rows)))| match outcome {
+        .map(|(index, (outcome, (device, _, rows)))| match outcome {
             Outcome::Done(output) => Ok(output),
             Outcome::Panicked(message) => Err(DataParallelError::ReplicaPanicked {
                 index,
@@ -184,24 +170,24 @@ where
         .collect()
 }
 
-/// Watches this thread: when it panics and the server of one of `devices` (the replica's and
-/// the host's) is lost, it reports the loss to `sender` as job `index` and stops.
+/// Watches this thread: when it panics and one of `devices` (the replica's and the host's) is
+/// lost, it reports the loss to `sender` as job `index` and stops.
 fn watch<B: Backend, O: Send + 'static>(
     index: usize,
-    devices: [B::Device; 2],
+    devices: [(B::Device, Kind<B>); 2],
     sender: mpsc::Sender<(usize, Outcome<O>)>,
 ) {
+    let kinds = [devices[0].1, devices[1].1];
     let watch = Watch {
         lost: Box::new(move || {
-            devices.iter().find_map(|device| {
-                probe::<B>(device)
-                    .err()
-                    .map(|why| (format!("{device:?}"), why))
+            devices.iter().find_map(|(device, kind)| {
+                kind.lost(device).map(|why| (format!("{device:?}"), why))
             })
         }),
         report: Box::new(move |lost| {
             let _ = sender.send((index, Outcome::Lost(lost)));
         }),
+        release: Box::new(move || kinds.iter().for_each(|kind| kind.release())),
     };
     WATCH.with(|slot| *slot.borrow_mut() = Some(watch));
 }
@@ -218,19 +204,19 @@ fn install_hook() {
     });
 }
 
-/// On a watched thread whose server is lost: reports the loss and parks for good, before any
+/// On a watched thread whose device is lost: reports the loss and parks for good, before any
 /// unwinding starts. Elsewhere, does nothing.
 fn stop_if_lost() {
-    let lost = WATCH.try_with(|slot| {
+    let stopped = WATCH.try_with(|slot| {
         let slot = slot.try_borrow().ok()?;
         let watch = slot.as_ref()?;
         let why = (watch.lost)()?;
         (watch.report)(why);
+        // A transfer this thread had started will not finish; let the others go on.
+        (watch.release)();
         Some(())
     });
-    if let Ok(Some(())) = lost {
-        // A transfer this thread had started will not finish; let the others go on.
-        give_up_turn();
+    if let Ok(Some(())) = stopped {
         loop {
             thread::park();
         }

@@ -1,16 +1,15 @@
-//! Running the replicas: one named worker thread per replica, kept between calls, each job in
+//! The worker pool: one named worker thread per replica, kept between calls, each job in
 //! device order on its own thread.
 
 use core::fmt::{self, Debug};
 use core::ops::Range;
-use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Mutex, OnceLock};
 
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
 use crate::balance::ReplicaSpeeds;
-use crate::error::{DataParallelError, Result};
+use crate::error::{DataParallelError, Result, panic_message};
 
 /// One replica's work: its model, its shard, and where it came from.
 pub(crate) struct Job<'a, M, I, D> {
@@ -18,19 +17,6 @@ pub(crate) struct Job<'a, M, I, D> {
     pub(crate) shard: I,
     pub(crate) device: &'a D,
     pub(crate) rows: Range<usize>,
-}
-
-#[cfg(feature = "train")]
-impl<'a, M, I, D> Job<'a, M, I, D> {
-    /// The same job with `map` applied to its replica.
-    pub(crate) fn map_replica<R>(self, map: impl FnOnce(M) -> R) -> Job<'a, R, I, D> {
-        Job {
-            replica: map(self.replica),
-            shard: self.shard,
-            device: self.device,
-            rows: self.rows,
-        }
-    }
 }
 
 /// The worker threads of a `DataParallel`: one per device, named `dp-replica-{i}`, started at
@@ -161,17 +147,6 @@ where
             }),
         })
         .collect()
-}
-
-/// The text of a panic payload (`panic!` with a literal or a formatted message).
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(message) = payload.downcast_ref::<&str>() {
-        (*message).to_string()
-    } else if let Some(message) = payload.downcast_ref::<String>() {
-        message.clone()
-    } else {
-        "the panic carried no message".to_string()
-    }
 }
 
 #[cfg(test)]

@@ -9,14 +9,19 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
 
+use std::sync::Arc;
+
 use crate::data_parallel::DataParallel;
 use crate::error::Result;
 use crate::gather::Gather;
 use crate::gradients::{sum_gradients, weighted_on_host};
-use crate::replica::{Timing, run_replicas};
-use crate::scatter::Scatter;
+use crate::kind::Kind;
+use crate::replicate::{Replicate, replicate};
+use crate::run::{Job, Timing, run_replicas, run_watched};
+use crate::scatter::{Scatter, ScatterContext};
 use crate::state::{collect_state, write_state};
-use crate::transfer::{Replicate, counting, replicate};
+use crate::traffic::Direction;
+use crate::transfer::Destination;
 
 impl<B, M> TrainStep for DataParallel<B, M>
 where
@@ -78,43 +83,46 @@ where
     /// On error, the template (weights and running state) is unchanged.
     pub fn try_train_step(&self, input: M::Input) -> Result<TrainOutput<M::Output>> {
         let plan = self.plan(&input)?;
-        let _counting = counting(&self.traffic);
         let shares = plan.weights();
         let weights = self.reduction.gradient_weights(shares.clone());
         // `valid()` gives each replica running state of its own (clones would share the
         // template's). The rest happens on each replica's worker, in parallel: `fork` makes
         // fresh leaves on the replica's device, and the gradients come back weighted.
-        let jobs = self.jobs(&plan, &input, |template, _| M::from_inner(template.valid()));
-        let jobs: Vec<_> = jobs
+        let jobs: Vec<_> = self
+            .jobs(&plan, &input, ScatterContext::replica, |template, to| {
+                (M::from_inner(template.valid()), to.kind())
+            })
             .into_iter()
             .zip(weights)
-            .map(|(job, weight)| job.map_replica(|replica| (replica, weight)))
+            .map(|(job, weight)| {
+                let (replica, kind) = job.replica;
+                Job {
+                    replica: (replica, kind, weight),
+                    shard: job.shard,
+                    device: job.device,
+                    rows: job.rows,
+                }
+            })
             .collect();
-        let (host, traffic) = (self.host.clone(), self.traffic.clone());
-        let work = move |(replica, weight): (M, f64), shard: M::Input, device: &B::Device| {
-            let _counting = counting(&traffic);
-            let replica = replicate(replica, device, Replicate::Forked);
+        // Owned, so that the work can outlive this call on a watched thread.
+        let (host, host_kind, traffic) =
+            (self.host.clone(), self.kinds.host(), self.traffic.clone());
+        let work = move |(replica, kind, weight): (M, Kind<B>, f64),
+                         shard: M::Input,
+                         device: &B::Device| {
+            let to = Destination::new(device, kind, Direction::ToReplica);
+            let replica = replicate(replica, to, Replicate::Forked);
             let output = replica.step(shard);
-            let grads = weighted_on_host(&replica, output.grads, weight, &host);
+            let to_host = Destination::new(&host, host_kind, Direction::ToHost).counted(&traffic);
+            let grads = weighted_on_host(&replica, output.grads, weight, to_host);
             (grads, output.item, collect_state(&replica))
         };
-        // Replicas on Burn servers run on threads that survive the loss of their server.
-        #[cfg(feature = "remote")]
-        let results = if self
-            .devices
-            .iter()
-            .any(|device| crate::remote::is_remote(device))
-        {
-            crate::remote::lost::run_watched::<B, _, _, _, _>(
-                jobs,
-                &self.host,
-                std::sync::Arc::new(work),
-            )?
+        // Replicas on devices that can be lost run on threads that survive the loss.
+        let results = if self.kinds.watched() {
+            run_watched(jobs, &self.kinds, &self.host, Arc::new(work))?
         } else {
             run_replicas(&self.workers, jobs, &work, Timing::Record)?
         };
-        #[cfg(not(feature = "remote"))]
-        let results = run_replicas(&self.workers, jobs, &work, Timing::Record)?;
 
         let mut grads = Vec::with_capacity(results.len());
         let mut items = Vec::with_capacity(results.len());
@@ -126,7 +134,7 @@ where
         }
         let item = M::Output::gather(items, &self.gather_context(&plan))?;
         let grads = sum_gradients(&self.template, grads);
-        write_state(&self.template, states, &shares, &self.host);
+        write_state(&self.template, states, &shares, self.to_host());
         Ok(TrainOutput { grads, item })
     }
 }

@@ -1,0 +1,75 @@
+//! Remote devices (feature `remote`): Burn servers reached over WebSocket, with the Burn 0.21
+//! workarounds of [`crate::remote`] behind each answer.
+
+use std::any::Any;
+
+use burn::backend::remote::RemoteDevice;
+use burn::tensor::backend::Backend;
+
+use super::device_kind::DeviceKind;
+use crate::error::{DataParallelError, Result};
+use crate::remote::server::{accepts_connections, probe, wake};
+use crate::remote::transfer::{give_up_turn, one_at_a_time};
+
+/// A device on a Burn server: an address, available while a server answers there.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Remote;
+
+impl Remote {
+    /// Whether `device` is a remote device.
+    pub(crate) fn includes(device: &dyn Any) -> bool {
+        device.is::<RemoteDevice>()
+    }
+}
+
+impl<B: Backend> DeviceKind<B> for Remote {
+    /// `RemoteBackend::device_count` is 1 whatever the servers, so a remote device exists
+    /// when a server accepts a connection at its address.
+    fn check_exists(&self, device: &B::Device) -> Result<()> {
+        match accepts_connections(device) {
+            Some(Err(why)) => Err(DataParallelError::DeviceUnavailable {
+                device: format!("{device:?}"),
+                available: why,
+            }),
+            _ => Ok(()),
+        }
+    }
+
+    fn lost(&self, device: &B::Device) -> Option<String> {
+        probe::<B>(device).err()
+    }
+
+    fn unreachable(&self, device: &B::Device) -> Option<String> {
+        accepts_connections(device).and_then(core::result::Result::err)
+    }
+
+    fn wake(&self, device: &B::Device) {
+        wake::<B>(device);
+    }
+
+    /// One transfer at a time in the process: Burn 0.21 identifies server-to-server transfers
+    /// by an id that collides when several leave one server at once.
+    fn transfer(&self, from: &B::Device, to: &B::Device, transfer: &mut dyn FnMut()) {
+        one_at_a_time::<B, _>(from, to, transfer);
+    }
+
+    fn moves_params_one_by_one(&self) -> bool {
+        true
+    }
+
+    /// Once a connection is lost, dropping a tensor of its device panics: a replica unwinding
+    /// through such tensors would abort the process.
+    fn needs_watched_threads(&self) -> bool {
+        true
+    }
+
+    /// The backward pass of the Keras-style forward would run Burn's own transfers, several
+    /// from one server at once, out of this crate's reach.
+    fn differentiable_forward(&self) -> bool {
+        false
+    }
+
+    fn release(&self) {
+        give_up_turn();
+    }
+}

@@ -1,0 +1,11 @@
+//! Running the replicas: the worker pool every path uses, and the watched threads of the
+//! per-replica path on devices that can be lost.
+
+mod pool;
+// Only the per-replica training step runs replicas on watched threads.
+#[cfg(feature = "train")]
+mod watched;
+
+pub(crate) use pool::{Job, Timing, Workers, run_replicas};
+#[cfg(feature = "train")]
+pub(crate) use watched::run_watched;
