@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Every check CI runs, in order: formatting, lints, the tests (CPU devices; the CUDA feature
-# compiled in and its no-GPU paths tested), the docs with warnings denied, every feature of
+# compiled in and its no-GPU paths tested), the library linted and unit-tested with each
+# feature set (scripts/feature-matrix.sh), the docs with warnings denied, every feature of
 # every crate compiling without lint warnings, the README's main job exactly as written, and
 # every other documented `cargo run` command resolving and printing its usage.
 set -euo pipefail
@@ -16,6 +17,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test"
 cargo test --workspace
+
+step "the library feature by feature: none, default, each alone, all"
+bash scripts/feature-matrix.sh
 
 step "cargo doc (warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps

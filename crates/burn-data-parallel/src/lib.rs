@@ -52,7 +52,8 @@
 //!   thread), and the per-replica `try_train_step` behind Burn's `Learner`.
 //! - [`Split`]: even, weighted or self-balancing shares of each batch.
 //! - [`Scatter`] and [`Gather`]: what crosses the split, for tensors, tuples, `Vec`, `Option`
-//!   and arrays; [`Broadcast`], [`Mean`] and [`Sum`] for values without a batch dimension;
+//!   and arrays, each given a context ([`ScatterContext`], [`GatherContext`]) that says where
+//!   its data goes; [`Broadcast`], [`Mean`] and [`Sum`] for values without a batch dimension;
 //!   `#[derive(Scatter, Gather)]` for structs, with `#[scatter(broadcast | skip)]` and
 //!   `#[gather(mean | sum | first | skip)]` on fields.
 //! - [`SplitPlan`]: which rows go to which replica.
