@@ -16,4 +16,5 @@ mod records;
 mod remote;
 mod split;
 mod state;
+mod timings;
 mod traffic;

@@ -240,7 +240,7 @@ where
         // Not timed for `Split::Balanced`: the forward passes were, and a replica whose
         // output the loss does not read would measure nothing here.
         parts.extend(run_replicas(&parallel.workers, jobs, &work, Timing::Skip)?);
-        Ok(sum_gradients(&parallel.template, parts))
+        sum_gradients(&parallel.template, parts, parallel.reduce_on())
     }
 }
 

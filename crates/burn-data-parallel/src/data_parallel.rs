@@ -9,6 +9,7 @@ use crate::balance::Split;
 use crate::device::{check_devices, template_device};
 use crate::error::Result;
 use crate::gather::{Gather, GatherContext};
+use crate::gradients::ReduceOn;
 use crate::graph::join_graphs;
 use crate::kind::DeviceKinds;
 use crate::reduce::Reduction;
@@ -17,6 +18,7 @@ use crate::run::{Job, Timing, Workers, run_replicas};
 use crate::scatter::{Scatter, ScatterContext, batch_size};
 use crate::split::SplitPlan;
 use crate::state::{collect_state, settle_shared_state, write_state};
+use crate::timings::StepTimings;
 use crate::traffic::{Direction, Traffic, TrafficCounter};
 use crate::transfer::Destination;
 
@@ -214,6 +216,19 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
         self.traffic.read()
     }
 
+    /// Where the time of the last per-replica training step of this module (or of a clone)
+    /// went, phase by phase; `None` before the first. See [`StepTimings`].
+    ///
+    /// Steps are timed by the per-replica path (feature `train`); the Keras-style paths are
+    /// not.
+    pub fn last_step_timings(&self) -> Option<StepTimings> {
+        *self
+            .workers
+            .last_step
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     /// Unwraps the template.
     pub fn into_inner(self) -> M {
         self.template
@@ -353,6 +368,16 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
     /// Moves to the host, counted in this module's traffic.
     pub(crate) fn to_host(&self) -> Destination<'_, B> {
         Destination::new(&self.host, self.kinds.host(), Direction::ToHost).counted(&self.traffic)
+    }
+
+    /// Where the replicas' gradients are added: on the workers, unless the host's tensors
+    /// must stay on the caller's thread.
+    pub(crate) fn reduce_on(&self) -> ReduceOn<'_> {
+        if self.kinds.host_works_from_any_thread() {
+            ReduceOn::Workers(&self.workers)
+        } else {
+            ReduceOn::Caller
+        }
     }
 
     /// Where and how outputs of a call split by `plan` are merged.

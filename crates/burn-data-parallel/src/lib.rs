@@ -93,6 +93,7 @@ mod run;
 mod scatter;
 mod split;
 mod state;
+mod timings;
 mod traffic;
 #[cfg(feature = "train")]
 mod train;
@@ -146,4 +147,5 @@ pub use kind::cuda::cuda_driver_present;
 pub use reduce::Reduction;
 pub use scatter::{Broadcast, Scatter, ScatterContext, batch_size};
 pub use split::SplitPlan;
+pub use timings::StepTimings;
 pub use traffic::Traffic;

@@ -9,7 +9,9 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
 
+use core::time::Duration;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::data_parallel::DataParallel;
 use crate::error::Result;
@@ -20,6 +22,7 @@ use crate::replicate::{Replicate, replicate};
 use crate::run::{Job, Timing, run_replicas, run_watched};
 use crate::scatter::{Scatter, ScatterContext};
 use crate::state::{collect_state, write_state};
+use crate::timings::StepTimings;
 use crate::traffic::Direction;
 use crate::transfer::Destination;
 
@@ -82,6 +85,7 @@ where
     /// step or during it (see `docs/scale-out.md` for what a loss during a step leaves behind).
     /// On error, the template (weights and running state) is unchanged.
     pub fn try_train_step(&self, input: M::Input) -> Result<TrainOutput<M::Output>> {
+        let started = Instant::now();
         let plan = self.plan(&input)?;
         let shares = plan.weights();
         let weights = self.reduction.gradient_weights(shares.clone());
@@ -104,18 +108,28 @@ where
                 }
             })
             .collect();
+        let scattered = Instant::now();
         // Owned, so that the work can outlive this call on a watched thread.
         let (host, host_kind, traffic) =
             (self.host.clone(), self.kinds.host(), self.traffic.clone());
         let work = move |(replica, kind, weight): (M, Kind<B>, f64),
                          shard: M::Input,
                          device: &B::Device| {
+            let start = Instant::now();
             let to = Destination::new(device, kind, Direction::ToReplica);
             let replica = replicate(replica, to, Replicate::Forked);
+            let set_up = Instant::now();
             let output = replica.step(shard);
+            let computed = Instant::now();
             let to_host = Destination::new(&host, host_kind, Direction::ToHost).counted(&traffic);
             let grads = weighted_on_host(&replica, output.grads, weight, to_host);
-            (grads, output.item, collect_state(&replica))
+            let state = collect_state(&replica);
+            let timings = ReplicaTimings {
+                setup: set_up - start,
+                compute: computed - set_up,
+                home: computed.elapsed(),
+            };
+            (grads, output.item, state, timings)
         };
         // Replicas on devices that can be lost run on threads that survive the loss.
         let results = if self.kinds.watched() {
@@ -123,18 +137,40 @@ where
         } else {
             run_replicas(&self.workers, jobs, &work, Timing::Record)?
         };
+        let ran = Instant::now();
 
         let mut grads = Vec::with_capacity(results.len());
         let mut items = Vec::with_capacity(results.len());
         let mut states = Vec::with_capacity(results.len());
-        for (replica_grads, item, state) in results {
+        let mut replicas = Vec::with_capacity(results.len());
+        for (replica_grads, item, state, timings) in results {
             grads.push(replica_grads);
             items.push(item);
             states.push(state);
+            replicas.push(timings);
         }
         let item = M::Output::gather(items, &self.gather_context(&plan))?;
-        let grads = sum_gradients(&self.template, grads);
+        let gathered = Instant::now();
+        let grads = sum_gradients(&self.template, grads, self.reduce_on())?;
+        let reduced = Instant::now();
         write_state(&self.template, states, &shares, self.to_host());
+        let merged = Instant::now();
+        let timings = with_replicas(
+            StepTimings {
+                total: merged - started,
+                scatter: scattered - started,
+                gather: gathered - ran,
+                reduction: reduced - gathered,
+                state_merge: merged - reduced,
+                ..StepTimings::default()
+            },
+            &replicas,
+        );
+        *self
+            .workers
+            .last_step
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(timings);
         Ok(TrainOutput { grads, item })
     }
 }
@@ -159,5 +195,69 @@ where
     fn step(&self, input: Self::Input) -> Self::Output {
         self.try_forward(input, |replica, shard| replica.step(shard))
             .unwrap_or_else(|error| panic!("DataParallel inference step failed: {error}"))
+    }
+}
+
+/// One replica's phases of a training step, measured on its worker.
+#[derive(Debug, Clone, Copy, Default)]
+struct ReplicaTimings {
+    setup: Duration,
+    compute: Duration,
+    home: Duration,
+}
+
+/// `host`'s timings with the replica phases filled in from each replica's own: the slowest
+/// replica's (what the host waits for), and the mean compute time.
+fn with_replicas(host: StepTimings, replicas: &[ReplicaTimings]) -> StepTimings {
+    let slowest = |phase: fn(&ReplicaTimings) -> Duration| {
+        replicas.iter().map(phase).max().unwrap_or_default()
+    };
+    let total_compute: Duration = replicas.iter().map(|replica| replica.compute).sum();
+    let count = u32::try_from(replicas.len().max(1)).unwrap_or(u32::MAX);
+    StepTimings {
+        replica_setup: slowest(|replica| replica.setup),
+        compute_slowest: slowest(|replica| replica.compute),
+        compute_mean: total_compute / count,
+        gradients_home: slowest(|replica| replica.home),
+        replicas: replicas.len(),
+        ..host
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(value: u64) -> Duration {
+        Duration::from_millis(value)
+    }
+
+    #[test]
+    fn replica_phases_take_the_slowest_and_the_mean() {
+        let replicas = [
+            ReplicaTimings {
+                setup: ms(1),
+                compute: ms(10),
+                home: ms(4),
+            },
+            ReplicaTimings {
+                setup: ms(3),
+                compute: ms(20),
+                home: ms(2),
+            },
+        ];
+        let host = StepTimings {
+            total: ms(40),
+            scatter: ms(2),
+            ..StepTimings::default()
+        };
+        let timings = with_replicas(host, &replicas);
+        assert_eq!(timings.replica_setup, ms(3));
+        assert_eq!(timings.compute_slowest, ms(20));
+        assert_eq!(timings.compute_mean, ms(15));
+        assert_eq!(timings.gradients_home, ms(4));
+        assert_eq!(timings.replicas, 2);
+        assert_eq!((timings.total, timings.scatter), (ms(40), ms(2)));
+        assert_eq!(with_replicas(host, &[]).compute_mean, Duration::ZERO);
     }
 }

@@ -73,6 +73,12 @@ pub(crate) trait DeviceKind<B: Backend>: Debug + Send + Sync {
         false
     }
 
+    /// Whether a tensor on this kind of device may be worked on by the worker threads at
+    /// once (the gradient reduction), rather than only by the caller's thread.
+    fn works_from_any_thread(&self) -> bool {
+        true
+    }
+
     /// Whether a Keras-style forward whose output can be differentiated may run replicas on
     /// this kind of device.
     fn differentiable_forward(&self) -> bool {

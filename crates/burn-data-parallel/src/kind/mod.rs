@@ -61,6 +61,11 @@ impl<B: Backend> DeviceKinds<B> {
         self.host
     }
 
+    /// Whether the host's tensors may be reduced on the worker threads.
+    pub(crate) fn host_works_from_any_thread(&self) -> bool {
+        self.host.works_from_any_thread()
+    }
+
     /// The kind of replica `index`'s device.
     pub(crate) fn replica(&self, index: usize) -> Kind<B> {
         self.replicas[index]

@@ -63,6 +63,12 @@ impl<B: Backend> DeviceKind<B> for Remote {
         true
     }
 
+    /// A server's tensors stay with the caller's thread: a connection lost during the work
+    /// must not unwind a worker through them (see `needs_watched_threads`).
+    fn works_from_any_thread(&self) -> bool {
+        false
+    }
+
     /// The backward pass of the Keras-style forward would run Burn's own transfers, several
     /// from one server at once, out of this crate's reach.
     fn differentiable_forward(&self) -> bool {

@@ -10,6 +10,7 @@ use rayon::{ThreadPool, ThreadPoolBuilder};
 
 use crate::balance::ReplicaSpeeds;
 use crate::error::{DataParallelError, Result, panic_message};
+use crate::timings::LastStep;
 
 /// One replica's work: its model, its shard, and where it came from.
 pub(crate) struct Job<'a, M, I, D> {
@@ -29,6 +30,8 @@ pub(crate) struct Workers {
     pool: OnceLock<core::result::Result<ThreadPool, String>>,
     /// How long each worker's jobs take per row: what `Split::Balanced` plans with.
     pub(crate) speeds: ReplicaSpeeds,
+    /// Where the last training step's time went.
+    pub(crate) last_step: LastStep,
 }
 
 impl Workers {
@@ -38,7 +41,18 @@ impl Workers {
             threads,
             pool: OnceLock::new(),
             speeds: ReplicaSpeeds::default(),
+            last_step: LastStep::default(),
         }
+    }
+
+    /// Runs `op` inside the worker pool, so that its rayon work (`join`, parallel iterators)
+    /// is shared among the workers; returns its result on the caller's thread.
+    ///
+    /// # Errors
+    ///
+    /// [`DataParallelError::ThreadSpawn`] when the workers could not be started.
+    pub(crate) fn install<R: Send>(&self, op: impl FnOnce() -> R + Send) -> Result<R> {
+        Ok(self.pool()?.install(op))
     }
 
     fn pool(&self) -> Result<&ThreadPool> {

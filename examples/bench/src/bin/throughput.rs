@@ -1,23 +1,26 @@
 //! Throughput of `DataParallel` against the bare model and Burn's own multi-device strategy,
-//! in one run, as a table: `cargo run --release -p bench --bin throughput`.
+//! in one run, as a table: `cargo run --release -p bench --bin throughput [-- --replicas N]`.
 //!
 //! Rows, for a compute-bound CNN (about 1M parameters) and a parameter-heavy MLP (about 10M):
-//! (a) the bare model on one CPU device; (b) `DataParallel` with one replica there (its
-//! overhead); (c) two replicas on this two-core machine (scaling); each on the per-replica
-//! training path and on the Keras-style path; (x) two replicas off the host (what moving
-//! weights costs); and, through Burn's `Learner`, the bare model, `DataParallel`, and (d) Burn's
-//! multi-device strategy on the same devices with the same global batch.
+//! (a) the bare model on one CPU device; (h) the machine's ceiling: N bare models, each
+//! training on its share of the batch at once, with nothing shared; (b) `DataParallel` with one
+//! replica there (its overhead); (c) N replicas on the host's device (scaling, N = 2 by
+//! default); each on the per-replica training path and on the Keras-style path; (x) N replicas
+//! off the host (what moving weights costs); and, through Burn's `Learner`, the bare model,
+//! `DataParallel`, and (d) Burn's multi-device strategy on the same devices with the same
+//! global batch. Each replica gets the same rows whatever N is, so the global batch grows with
+//! it. The (c) TrainStep rows also print where their steps' time went (`last_step_timings`).
 //!
-//! Ops run on NdArray's CPU device, whose ops run on the calling thread, so two replicas can
-//! use the two cores. Every configuration is timed in several rounds, interleaved with the
-//! others so that a busy moment of the machine hits all of them alike; the table shows the
-//! median round.
+//! Ops run on NdArray's CPU device, whose ops run on the calling thread, so N replicas can
+//! use N cores. Every configuration is timed in several rounds, interleaved with the others
+//! so that a busy moment of the machine hits all of them alike; the table shows the median
+//! round and the spread of the round-by-round ratios.
 
 use std::cell::RefCell;
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bench::learner::{ImageBatcher, RandomImages, Silent};
 use bench::memory::{self, Counting};
@@ -37,7 +40,7 @@ use burn::train::{
     SupervisedTraining, TrainStep, TrainingStrategy,
 };
 use burn::{Dispatch, DispatchDevice};
-use burn_data_parallel::{DataParallel, Scatter, ScatterContext};
+use burn_data_parallel::{DataParallel, Scatter, ScatterContext, StepTimings};
 
 #[global_allocator]
 static ALLOC: Counting = Counting::new();
@@ -89,6 +92,8 @@ struct Config<'a> {
     step: Box<dyn FnMut(usize) -> usize + 'a>,
     /// Bytes moved per training step, when the run is a `DataParallel`.
     traffic: Option<Box<dyn Fn() -> u64 + 'a>>,
+    /// Where a `TrainStep` row's steps spent their time, when it is one.
+    phases: Option<Box<dyn Fn() -> Phases + 'a>>,
     bound: Option<u64>,
     rates: Vec<f64>,
     /// CPU seconds per sample, one per round.
@@ -109,6 +114,7 @@ impl<'a> Config<'a> {
             baseline,
             step: Box::new(step),
             traffic: None,
+            phases: None,
             bound: None,
             rates: Vec::new(),
             cpu: Vec::new(),
@@ -119,6 +125,19 @@ impl<'a> Config<'a> {
     fn median(&self) -> f64 {
         median(&self.rates)
     }
+}
+
+/// The lowest and highest ratio of `config`'s rate to `base`'s over the rounds, each round's
+/// two rates measured side by side.
+fn spread(config: &Config<'_>, base: &Config<'_>) -> (f64, f64) {
+    config
+        .rates
+        .iter()
+        .zip(&base.rates)
+        .map(|(rate, base)| rate / base)
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(low, high), ratio| {
+            (low.min(ratio), high.max(ratio))
+        })
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -165,27 +184,32 @@ fn bare_loop<'a, M: Measured>(
     }
 }
 
-/// The machine's own ceiling for (c): two independent copies of the bare model each run a
-/// training step on half the batch on two threads at once, with no `DataParallel` involved
-/// (and no gradient reduction or optimizer step).
+/// The machine's own ceiling for (c): `copies` independent copies of the bare model each run
+/// a training step on their share of the batch on threads of their own at once, with no
+/// `DataParallel` involved (and no gradient reduction or optimizer step).
 fn ceiling<'a, M: Measured>(
     model: &M,
     batch: &'a ImageBatch<B>,
+    copies: usize,
 ) -> impl FnMut(usize) -> usize + 'a {
     let n = batch.images.dims()[0];
     let device = batch.images.device();
-    let halves = [
-        batch.shard(0..n / 2, &ScatterContext::new(&device)),
-        batch.shard(n / 2..n, &ScatterContext::new(&device)),
-    ];
+    let shards: Vec<ImageBatch<B>> = (0..copies)
+        .map(|index| {
+            batch.shard(
+                index * n / copies..(index + 1) * n / copies,
+                &ScatterContext::new(&device),
+            )
+        })
+        .collect();
     // Copies with leaves of their own: threads must not backward through shared leaves.
-    let copies = [M::from_inner(model.valid()), M::from_inner(model.valid())];
+    let copies: Vec<M> = (0..copies).map(|_| M::from_inner(model.valid())).collect();
     move |steps| {
         for _ in 0..steps {
             std::thread::scope(|scope| {
-                for (copy, half) in copies.iter().zip(&halves) {
-                    let (copy, half) = (copy.clone(), half.clone());
-                    scope.spawn(move || TrainStep::step(&copy, half).item.loss.into_scalar());
+                for (copy, shard) in copies.iter().zip(&shards) {
+                    let (copy, shard) = (copy.clone(), shard.clone());
+                    scope.spawn(move || TrainStep::step(&copy, shard).item.loss.into_scalar());
                 }
             });
         }
@@ -211,9 +235,10 @@ fn dp_configs<'a, M: Measured>(
         || DataParallel::new(model.clone().fork(host), devices.clone()).expect("CPU devices");
     let mut configs = Vec::new();
 
-    // The step closure owns the module; the traffic closure reads it after the rounds.
-    let shared = Rc::new(RefCell::new((new_dp(), 0usize)));
-    let (state, traffic) = (shared.clone(), shared);
+    // The step closure owns the module; the traffic and phase closures read it after the
+    // rounds.
+    let shared = Rc::new(RefCell::new((new_dp(), 0usize, Phases::default())));
+    let (state, traffic, phases) = (shared.clone(), shared.clone(), shared);
     let mut optim = AdamConfig::new().init();
     let mut config = Config::new(format!("{label}, TrainStep"), replicas, "a", move |steps| {
         let mut state = state.borrow_mut();
@@ -222,15 +247,19 @@ fn dp_configs<'a, M: Measured>(
                 .0
                 .try_train_step(batch.clone())
                 .expect("a training step");
+            let timings = state.0.last_step_timings().expect("a step was timed");
+            let optimizer = Instant::now();
             state.0 = optim.step(1e-3, state.0.clone(), output.grads);
+            state.2.add(&timings, optimizer.elapsed());
         }
         state.1 += steps;
         steps * n
     });
     config.traffic = Some(Box::new(move || {
-        let (dp, steps) = &*traffic.borrow();
+        let (dp, steps, _) = &*traffic.borrow();
         dp.traffic().total() / (*steps).max(1) as u64
     }));
+    config.phases = Some(Box::new(move || phases.borrow().2.clone()));
     config.bound = Some(bound);
     configs.push(config);
 
@@ -322,7 +351,10 @@ where
 const SIDE: usize = 8;
 
 struct Plan {
-    batch: usize,
+    /// Rows per replica; the global batch is this times `replicas`.
+    per_replica: usize,
+    /// Replicas of the (c), (x), (h) and Learner rows.
+    replicas: usize,
     steps: usize,
     rounds: usize,
 }
@@ -334,13 +366,15 @@ fn measure<M: Measured>(
     other: &DispatchDevice,
     plan: &Plan,
 ) {
+    let r = plan.replicas;
+    let global = plan.per_replica * r;
     B::seed(host, 3);
-    let batch = ImageBatch::<B>::random(plan.batch, 3, SIDE, host);
+    let batch = ImageBatch::<B>::random(global, 3, SIDE, host);
     let batch_off = ImageBatch {
         images: batch.images.clone().to_device(other),
         targets: batch.targets.clone().to_device(other),
     };
-    let items = plan.batch * plan.steps;
+    let items = global * plan.steps;
 
     let mut configs = vec![
         Config::new(
@@ -357,10 +391,10 @@ fn measure<M: Measured>(
         ),
     ];
     configs.push(Config::new(
-        "(h) two bare half-batch steps at once, no DataParallel",
-        2,
+        format!("(h) {r} bare steps on a share of the batch each, at once, no DataParallel"),
+        r,
         "a",
-        ceiling(&model, &batch),
+        ceiling(&model, &batch, r),
     ));
     configs.extend(dp_configs(
         &model,
@@ -372,45 +406,45 @@ fn measure<M: Measured>(
     ));
     configs.extend(dp_configs(
         &model,
-        "(c) DataParallel, 2 replicas on the host's device",
+        &format!("(c) DataParallel, {r} replicas on the host's device"),
         host,
-        vec![host.clone(); 2],
+        vec![host.clone(); r],
         &batch,
         true,
     ));
     configs.extend(dp_configs(
         &model,
-        "(x) DataParallel, 2 replicas off the host",
+        &format!("(x) DataParallel, {r} replicas off the host"),
         other,
-        vec![host.clone(); 2],
+        vec![host.clone(); r],
         &batch_off,
         false,
     ));
     let (m1, m2, m3) = (model.clone(), model.clone(), model.clone());
     let (h2, h3) = (host.clone(), host.clone());
-    let per_device = plan.batch / 2;
+    let per_device = plan.per_replica;
     configs.push(Config::new(
         "(L-a) Learner, bare model",
         1,
         "L-a",
-        move |_| learner_epoch(m1.clone(), None, plan.batch, items),
+        move |_| learner_epoch(m1.clone(), None, global, items),
     ));
     configs.push(Config::new(
         "(L-c) Learner, DataParallel",
-        2,
+        r,
         "L-a",
         move |_| {
-            let dp = DataParallel::new(m2.clone(), vec![h2.clone(); 2]).expect("CPU devices");
-            learner_epoch(dp, None, plan.batch, items)
+            let dp = DataParallel::new(m2.clone(), vec![h2.clone(); r]).expect("CPU devices");
+            learner_epoch(dp, None, global, items)
         },
     ));
     configs.push(Config::new(
         "(L-d) Learner, Burn's multi-device strategy",
-        2,
+        r,
         "L-a",
         move |_| {
             let strategy = ExecutionStrategy::MultiDevice(
-                vec![h3.clone(); 2],
+                vec![h3.clone(); r],
                 MultiDeviceOptim::OptimMainDevice,
             );
             learner_epoch(m3.clone(), Some(strategy), per_device, items)
@@ -440,23 +474,24 @@ fn measure<M: Measured>(
     println!(
         "\n### {name}: {} parameters, global batch {}, {} steps x {} rounds\n",
         Module::num_params(&model),
-        plan.batch,
+        global,
         plan.steps,
         plan.rounds
     );
     println!(
-        "| run | replicas | samples/s | against | CPU time per sample, against | bytes moved per step | lower bound | peak heap MiB |"
+        "| run | replicas | samples/s | against | spread over rounds | CPU time per sample, against | bytes moved per step | lower bound | peak heap MiB |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    let baseline = |name: &str| {
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let find = |name: &str| {
         configs
             .iter()
             .find(|c| c.run.starts_with(&format!("({name})")))
-            .map_or((1.0, 1.0), |c| (c.median(), median(&c.cpu)))
     };
     for config in &configs {
         let (rate, cpu) = (config.median(), median(&config.cpu));
-        let (base_rate, base_cpu) = baseline(config.baseline);
+        let base = find(config.baseline);
+        let (base_rate, base_cpu) = base.map_or((1.0, 1.0), |c| (c.median(), median(&c.cpu)));
+        let (low, high) = base.map_or((1.0, 1.0), |base| spread(config, base));
         let bytes = config
             .traffic
             .as_ref()
@@ -465,17 +500,104 @@ fn measure<M: Measured>(
             .bound
             .map_or("-".to_string(), |b| format!("{:.1} MB", b as f64 / 1e6));
         println!(
-            "| {} | {} | {:.1} | {:.3}x ({}) | {:.3}x | {} | {} | {:.1} |",
+            "| {} | {} | {:.1} | {:.3}x ({}) | {:.3}x to {:.3}x | {:.3}x | {} | {} | {:.1} |",
             config.run,
             config.replicas,
             rate,
             rate / base_rate,
             config.baseline,
+            low,
+            high,
             cpu / base_cpu,
             bytes,
             bound,
             config.peak_heap as f64 / 1048576.0
         );
+    }
+    let ratio = |name: &str, over: &str| match (find(name), find(over)) {
+        (Some(row), Some(base)) => row.median() / base.median(),
+        _ => f64::NAN,
+    };
+    let ceiling = ratio("h", "a");
+    println!(
+        "\nAt {r} replicas: the machine's ceiling (h) is {ceiling:.3}x the bare model; (c) TrainStep \
+         reaches {:.0}% of it, the Learner (L-c) {:.0}%; the Learner (L-c) runs at {:.3}x Burn's \
+         multi-device strategy (L-d).",
+        100.0 * ratio("c", "a") / ceiling,
+        100.0 * ratio("L-c", "L-a") / ceiling,
+        ratio("L-c", "L-d"),
+    );
+
+    println!(
+        "\nWhere a TrainStep row's step goes, mean over its timed steps (`last_step_timings`), \
+         in ms; the optimizer step is the caller's, after the step:\n"
+    );
+    println!(
+        "| run | scatter | replica set-up | compute, slowest (mean) | gradients home | reduction | state merge | gather | step | optimizer step | serial share of step + optimizer |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for config in &configs {
+        if let Some(phases) = &config.phases {
+            println!("| {} | {} |", config.run, phases().row());
+        }
+    }
+}
+
+/// The sum of the timed steps of one `TrainStep` row, phase by phase.
+#[derive(Debug, Clone, Default)]
+struct Phases {
+    steps: u32,
+    total: Duration,
+    scatter: Duration,
+    setup: Duration,
+    compute_slowest: Duration,
+    compute_mean: Duration,
+    home: Duration,
+    reduction: Duration,
+    state_merge: Duration,
+    gather: Duration,
+    optimizer: Duration,
+}
+
+impl Phases {
+    fn add(&mut self, timings: &StepTimings, optimizer: Duration) {
+        self.steps += 1;
+        self.total += timings.total;
+        self.scatter += timings.scatter;
+        self.setup += timings.replica_setup;
+        self.compute_slowest += timings.compute_slowest;
+        self.compute_mean += timings.compute_mean;
+        self.home += timings.gradients_home;
+        self.reduction += timings.reduction;
+        self.state_merge += timings.state_merge;
+        self.gather += timings.gather;
+        self.optimizer += optimizer;
+    }
+
+    /// The table cells after the run's name: mean milliseconds per step, and the share of a
+    /// step and its optimizer step that one thread does alone.
+    fn row(&self) -> String {
+        let steps = self.steps.max(1);
+        let ms = |total: Duration| format!("{:.1}", (total / steps).as_secs_f64() * 1e3);
+        let serial =
+            self.scatter + self.reduction + self.state_merge + self.gather + self.optimizer;
+        let whole = (self.total + self.optimizer)
+            .as_secs_f64()
+            .max(f64::MIN_POSITIVE);
+        format!(
+            "{} | {} | {} ({}) | {} | {} | {} | {} | {} | {} | {:.0}%",
+            ms(self.scatter),
+            ms(self.setup),
+            ms(self.compute_slowest),
+            ms(self.compute_mean),
+            ms(self.home),
+            ms(self.reduction),
+            ms(self.state_merge),
+            ms(self.gather),
+            ms(self.total),
+            ms(self.optimizer),
+            100.0 * serial.as_secs_f64() / whole
+        )
     }
 }
 
@@ -487,15 +609,20 @@ struct Options {
     /// One round of few steps: for trying the program, not for figures.
     #[arg(long)]
     quick: bool,
+    /// Replicas (and bare copies for the ceiling, and devices for Burn's strategy) in the
+    /// rows that scale; each replica gets 16 ConvNet rows or 64 WideMlp rows of the batch.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
+    replicas: u16,
 }
 
 fn main() -> ExitCode {
-    let quick = <Options as clap::Parser>::parse().quick;
+    let options = <Options as clap::Parser>::parse();
+    let (quick, replicas) = (options.quick, usize::from(options.replicas));
     let host = DispatchDevice::NdArray(NdArrayDevice::Cpu);
     let other = DispatchDevice::Flex(FlexDevice);
     println!(
-        "throughput on {} CPU cores; ops on {host:?}, one thread each; the (x) rows keep the \
-         template on {other:?}{}",
+        "throughput on {} CPU cores, {replicas} replicas; ops on {host:?}, one thread each; the \
+         (x) rows keep the template on {other:?}{}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
         if quick {
             "; quick run (one round, few steps): for trying the program, not for figures"
@@ -503,32 +630,18 @@ fn main() -> ExitCode {
             ""
         }
     );
-    let (conv, mlp) = if quick {
-        (
-            Plan {
-                batch: 16,
-                steps: 1,
-                rounds: 1,
-            },
-            Plan {
-                batch: 64,
-                steps: 1,
-                rounds: 1,
-            },
-        )
-    } else {
-        (
-            Plan {
-                batch: 32,
-                steps: 2,
-                rounds: 5,
-            },
-            Plan {
-                batch: 128,
-                steps: 3,
-                rounds: 5,
-            },
-        )
+    let (conv_steps, mlp_steps, rounds) = if quick { (1, 1, 1) } else { (2, 3, 5) };
+    let conv = Plan {
+        per_replica: if quick { 8 } else { 16 },
+        replicas,
+        steps: conv_steps,
+        rounds,
+    };
+    let mlp = Plan {
+        per_replica: if quick { 32 } else { 64 },
+        replicas,
+        steps: mlp_steps,
+        rounds,
     };
     measure(
         "Compute-bound ConvNet",

@@ -1,0 +1,54 @@
+//! `DataParallel::last_step_timings`: each per-replica training step is timed, phase by phase,
+//! and the phases fit inside the step.
+
+use std::time::Duration;
+
+use burn::data::dataloader::batcher::Batcher;
+use burn_data_parallel::{DataParallel, StepTimings};
+use burn_data_parallel_tests::learner::{ClassBatch, ClassBatcher, class_items};
+use burn_data_parallel_tests::*;
+
+fn check_fits(timings: &StepTimings) {
+    let host = timings.scatter + timings.gather + timings.reduction + timings.state_merge;
+    assert_eq!(timings.serial(), host);
+    // The host's phases and the slowest replica's follow one another inside the step.
+    let slowest = timings
+        .replica_setup
+        .max(timings.compute_slowest)
+        .max(timings.gradients_home);
+    assert!(host + slowest <= timings.total, "{timings:?}");
+    assert!(
+        timings.compute_mean <= timings.compute_slowest,
+        "{timings:?}"
+    );
+    assert!(timings.compute_slowest > Duration::ZERO, "{timings:?}");
+    assert!((0.0..=1.0).contains(&timings.serial_share()), "{timings:?}");
+}
+
+#[test]
+fn each_training_step_is_timed_and_its_phases_fit_inside_it() {
+    let host = flex();
+    let dp = DataParallel::new(
+        initialised(Mlp::<DispatchAutodiff>::new(5, 3, &host)),
+        vec![ndarray(), flex(), ndarray()],
+    )
+    .expect("valid");
+    assert_eq!(dp.last_step_timings(), None, "no step yet");
+
+    let batch: ClassBatch<DispatchAutodiff> = ClassBatcher.batch(class_items(9, 5, 3), &host);
+    let _ = dp.try_train_step(batch).expect("step");
+    let first = dp.last_step_timings().expect("the step was timed");
+    assert_eq!(first.replicas, 3);
+    check_fits(&first);
+
+    // The Keras-style path is not timed: the last training step's figures stay.
+    let _ = dp.forward(random([9, 5], 1, &host), |m, x| m.forward(x));
+    assert_eq!(dp.last_step_timings(), Some(first));
+
+    // Two rows on three devices: two replicas ran. A clone reads the same figures.
+    let batch: ClassBatch<DispatchAutodiff> = ClassBatcher.batch(class_items(2, 5, 3), &host);
+    let _ = dp.try_train_step(batch).expect("step");
+    let second = dp.clone().last_step_timings().expect("the step was timed");
+    assert_eq!(second.replicas, 2);
+    check_fits(&second);
+}
