@@ -10,6 +10,7 @@ mod gpu_check;
 mod keras_forward;
 mod keras_parallel;
 mod learner;
+mod optimizer_records;
 mod outputs;
 mod properties;
 mod records;

@@ -7,7 +7,7 @@
 //! detached copies, as fresh leaves (see `cut.rs`), so the user's loss and its backward pass
 //! on the host stop at the merged output. [`ParallelBackward::backward`] then hands each
 //! replica its slice of the merged output's gradient, and each worker runs its replica's
-//! backward pass in parallel; the replicas' gradients are added on the host in device order.
+//! backward pass in parallel; the replicas' gradients are added on the workers, along a fixed tree over device order.
 
 use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
@@ -171,7 +171,7 @@ where
 {
     /// Runs `loss`'s backward pass on the host, down to the merged output, then each replica's
     /// backward pass on its worker, in parallel, and returns the template's gradients: the
-    /// replicas' gradients added in device order.
+    /// replicas' gradients added along a fixed tree over device order.
     ///
     /// # Panics
     ///

@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 /// How the inner model reduces its loss over a batch, which decides how replicas' gradients
 /// and losses are combined.
 ///
-/// **Note:** gradients are combined on the host, in device order, never in the order the
-/// replicas finish, so two runs from the same seed without dropout give bit-identical results.
+/// **Note:** gradients are combined along a fixed tree over device order, never in the order
+/// the replicas finish, so two runs from the same seed without dropout give bit-identical results.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reduction {
     /// The loss is a mean over the batch (Burn's default, e.g. `CrossEntropyLoss`): the gradient

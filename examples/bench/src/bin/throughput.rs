@@ -7,8 +7,9 @@
 //! replica there (its overhead); (c) N replicas on the host's device (scaling, N = 2 by
 //! default); each on the per-replica training path and on the Keras-style path; (x) N replicas
 //! off the host (what moving weights costs); and, through Burn's `Learner`, the bare model,
-//! `DataParallel`, and (d) Burn's multi-device strategy on the same devices with the same
-//! global batch. Each replica gets the same rows whatever N is, so the global batch grows with
+//! `DataParallel` (also with its template on Flex, whose kernels run the optimizer step on
+//! every core), and (d) Burn's multi-device strategy on the same devices with the same global
+//! batch. Each replica gets the same rows whatever N is, so the global batch grows with
 //! it. The (c) TrainStep rows also print where their steps' time went (`last_step_timings`).
 //!
 //! Ops run on NdArray's CPU device, whose ops run on the calling thread, so N replicas can
@@ -438,6 +439,19 @@ fn measure<M: Measured>(
             learner_epoch(dp, None, global, items)
         },
     ));
+    // The template, and so the Learner's optimizer step, on Flex, whose kernels use every
+    // core; the replicas stay on NdArray.
+    let (m4, h4, o4) = (model.clone(), host.clone(), other.clone());
+    configs.push(Config::new(
+        "(L-x) Learner, DataParallel, template on Flex",
+        r,
+        "L-a",
+        move |_| {
+            let dp =
+                DataParallel::new(m4.clone().fork(&o4), vec![h4.clone(); r]).expect("CPU devices");
+            learner_epoch(dp, None, global, items)
+        },
+    ));
     configs.push(Config::new(
         "(L-d) Learner, Burn's multi-device strategy",
         r,
@@ -521,11 +535,14 @@ fn measure<M: Measured>(
     let ceiling = ratio("h", "a");
     println!(
         "\nAt {r} replicas: the machine's ceiling (h) is {ceiling:.3}x the bare model; (c) TrainStep \
-         reaches {:.0}% of it, the Learner (L-c) {:.0}%; the Learner (L-c) runs at {:.3}x Burn's \
-         multi-device strategy (L-d).",
+         reaches {:.0}% of it, the Learner (L-c) {:.0}% (with the template on Flex, (L-x), \
+         {:.0}%); through the Learner, (L-c) runs at {:.3}x Burn's multi-device strategy (L-d), \
+         (L-x) at {:.3}x.",
         100.0 * ratio("c", "a") / ceiling,
         100.0 * ratio("L-c", "L-a") / ceiling,
+        100.0 * ratio("L-x", "L-a") / ceiling,
         ratio("L-c", "L-d"),
+        ratio("L-x", "L-d"),
     );
 
     println!(
