@@ -7,8 +7,9 @@ use std::sync::Mutex;
 /// ([`try_train_step`](crate::DataParallel::try_train_step), the `Learner`'s step) went,
 /// phase by phase, each measured on the thread that ran it.
 ///
-/// The host's phases (`scatter`, `reduction`, `state_merge`, `gather`) run one after the
-/// other on the caller's thread while no replica runs: they are the step's serial part. The
+/// The phases outside the replicas' work (`scatter`, `reduction`, `state_merge`, `gather`) run
+/// one after the other while no replica runs: they are the step's serial part (the reduction
+/// itself is spread over the worker threads, every parameter at once). The
 /// replicas' phases run on every worker at once; the slowest replica is what the host waits
 /// for, so those are given for the slowest replica (and compute also as the mean, whose gap
 /// to the slowest is time lost to imbalance). The optimizer step that follows is the
@@ -37,7 +38,8 @@ pub struct StepTimings {
     /// Workers, slowest replica: weighting the gradients, moving them to the host, and reading
     /// the running state.
     pub gradients_home: Duration,
-    /// Host: adding the replicas' gradients, in device order.
+    /// Workers, after every replica finished: adding the replicas' gradients along a fixed
+    /// tree over device order, every parameter at once.
     pub reduction: Duration,
     /// Host: the shard-weighted merge of the running state into the template.
     pub state_merge: Duration,
@@ -48,8 +50,7 @@ pub struct StepTimings {
 }
 
 impl StepTimings {
-    /// The host's phases: scatter, reduction, state merge and gather, during which no replica
-    /// runs.
+    /// The phases during which no replica runs: scatter, reduction, state merge and gather.
     pub fn serial(&self) -> Duration {
         self.scatter + self.reduction + self.state_merge + self.gather
     }
