@@ -159,12 +159,12 @@ fn tree_sum<T: Send>(
     if parts.len() <= 1 {
         return parts.pop();
     }
-    let second = parts.split_off(parts.len() / 2);
-    let halves = || tree_sum(parts, add, parallelism);
-    let seconds = || tree_sum(second, add, parallelism);
+    let second_half = parts.split_off(parts.len() / 2);
+    let sum_first = || tree_sum(parts, add, parallelism);
+    let sum_second = || tree_sum(second_half, add, parallelism);
     let (first, second) = match parallelism {
-        Parallelism::Join => rayon::join(halves, seconds),
-        Parallelism::Sequential => (halves(), seconds()),
+        Parallelism::Join => rayon::join(sum_first, sum_second),
+        Parallelism::Sequential => (sum_first(), sum_second()),
     };
     match (first, second) {
         (Some(first), Some(second)) => Some(add(first, second)),
