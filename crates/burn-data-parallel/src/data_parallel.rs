@@ -222,11 +222,7 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
     /// Steps are timed by the per-replica path (feature `train`); the Keras-style paths are
     /// not.
     pub fn last_step_timings(&self) -> Option<StepTimings> {
-        *self
-            .workers
-            .last_step
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.workers.last_step.get()
     }
 
     /// Unwraps the template.

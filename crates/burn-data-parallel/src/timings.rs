@@ -65,9 +65,30 @@ impl StepTimings {
     }
 }
 
-/// The last training step's timings, shared by a `DataParallel` and its clones. A poisoned
-/// lock only means a panic while one was stored; the value is still a value.
-pub(crate) type LastStep = Mutex<Option<StepTimings>>;
+/// The last training step's timings, shared by a `DataParallel` and its clones.
+#[derive(Debug, Default)]
+pub(crate) struct LastStep(Mutex<Option<StepTimings>>);
+
+impl LastStep {
+    /// Keeps `timings` as the last step's.
+    // Only the per-replica training step is timed.
+    #[cfg(feature = "train")]
+    pub(crate) fn store(&self, timings: StepTimings) {
+        *self.lock() = Some(timings);
+    }
+
+    /// The last step's timings; `None` before the first.
+    pub(crate) fn get(&self) -> Option<StepTimings> {
+        *self.lock()
+    }
+
+    /// A poisoned lock only means a panic while a value was stored; the value is still one.
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<StepTimings>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
 
 #[cfg(test)]
 mod tests {

@@ -166,11 +166,7 @@ where
             },
             &replicas,
         );
-        *self
-            .workers
-            .last_step
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(timings);
+        self.workers.last_step.store(timings);
         Ok(TrainOutput { grads, item })
     }
 }
