@@ -1,12 +1,10 @@
 //! Optimizer checkpoints: the Adam state saved while training a `DataParallel` is the bare
 //! model's, and a run resumed from a file either way follows the uninterrupted bare run.
 
-use std::path::PathBuf;
-
 use burn::data::dataloader::batcher::Batcher;
 use burn::module::AutodiffModule;
 use burn::optim::{AdamConfig, Optimizer};
-use burn::record::{BinFileRecorder, FullPrecisionSettings, Recorder};
+use burn::record::{BinFileRecorder, FullPrecisionSettings, Record, Recorder};
 use burn::train::TrainStep;
 use burn_data_parallel::DataParallel;
 use burn_data_parallel_tests::learner::{ClassBatch, ClassBatcher, class_items};
@@ -48,12 +46,16 @@ fn dp_steps<O: Optimizer<Dp, B>>(mut dp: Dp, optim: &mut O, steps: usize) -> Dp 
     dp
 }
 
-fn checkpoint(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("bdp-optim-{}-{name}", std::process::id()))
-}
-
-fn recorder() -> BinFileRecorder<FullPrecisionSettings> {
-    BinFileRecorder::new()
+/// `record` written to a file named after `name` and read back from it.
+fn through_file<R: Record<B>>(record: R, name: &str) -> R {
+    let recorder = BinFileRecorder::<FullPrecisionSettings>::new();
+    let path = std::env::temp_dir().join(format!("bdp-optim-{}-{name}", std::process::id()));
+    recorder
+        .record(record, path.clone())
+        .expect("the optimizer state saves");
+    let record = recorder.load(path.clone(), &flex()).expect("it loads");
+    let _ = std::fs::remove_file(path.with_extension("bin"));
+    record
 }
 
 /// The uninterrupted bare run, and the model the resumed runs start from.
@@ -73,13 +75,7 @@ fn adam_state_saved_with_data_parallel_resumes_the_bare_model() {
         &mut optim,
         HALF,
     );
-    let path = checkpoint("from-dp");
-    recorder()
-        .record(optim.to_record(), path.clone())
-        .expect("the optimizer state saves");
-
-    let record = recorder().load(path.clone(), &flex()).expect("it loads");
-    let _ = std::fs::remove_file(path.with_extension("bin"));
+    let record = through_file(optim.to_record(), "from-dp");
     let mut bare_optim = AdamConfig::new().init::<B, Mlp<B>>().load_record(record);
     assert_eq!(
         bare_optim.to_record().len(),
@@ -95,13 +91,7 @@ fn adam_state_saved_with_the_bare_model_resumes_data_parallel() {
     let (model, uninterrupted) = reference();
     let mut optim = AdamConfig::new().init::<B, Mlp<B>>();
     let bare = bare_steps(model, &mut optim, HALF);
-    let path = checkpoint("from-bare");
-    recorder()
-        .record(optim.to_record(), path.clone())
-        .expect("the optimizer state saves");
-
-    let record = recorder().load(path.clone(), &flex()).expect("it loads");
-    let _ = std::fs::remove_file(path.with_extension("bin"));
+    let record = through_file(optim.to_record(), "from-bare");
     let mut dp_optim = AdamConfig::new().init::<B, Dp>().load_record(record);
     let dp = DataParallel::new(bare, devices()).expect("valid");
     let resumed = dp_steps(dp, &mut dp_optim, HALF);
