@@ -18,7 +18,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test"
 cargo test --workspace
 
-step "the library feature by feature: none, default, each alone, all"
+step "the library feature by feature: none, default, each alone (clippy)"
 bash scripts/feature-matrix.sh
 
 step "cargo doc (warnings denied)"
