@@ -16,9 +16,12 @@ type Dp = DataParallel<B, Mlp<B>>;
 const LEARNING_RATE: f64 = 1e-2;
 /// Steps before the checkpoint, and again after it.
 const HALF: usize = 3;
-/// Ten Adam steps of this model stay this close to the bare model's (tests/integration's
-/// exactness checks); six must too.
-const TOLERANCE: f32 = 1e-6;
+/// How close six Adam steps stay to the bare model's. As for the other comparisons with the bare model: the data-parallel gradient sums the shards'
+/// gradients where the bare model sums every row at once, and the CPU kernels' own parallel
+/// sums split their work by the threads free at the time, so the runs differ in rounding. Adam
+/// divides by the root of the gradient's second moment, which lifts those differences for
+/// parameters whose gradient is near zero: 3e-6 was seen on a busy machine.
+const TOLERANCE: f32 = 1e-5;
 
 fn batch() -> ClassBatch<B> {
     ClassBatcher.batch(class_items(9, 5, 3), &flex())
