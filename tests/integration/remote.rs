@@ -10,7 +10,7 @@ use burn::optim::{AdamConfig, Optimizer};
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::{Tensor, TensorData};
 use burn::train::{ClassificationOutput, TrainStep};
-use burn_data_parallel::{DataParallel, DataParallelError};
+use burn_data_parallel::{DataParallel, DataParallelError, FailurePolicy};
 use burn_data_parallel_tests::learner::{ClassBatch, ClassBatcher, class_items};
 use burn_data_parallel_tests::remote::{Server, StopsItsServer, doom, within};
 use burn_data_parallel_tests::*;
@@ -239,16 +239,23 @@ const SCENARIO_PASSED: i32 = 42;
 
 #[test]
 fn a_server_lost_in_the_middle_of_a_step_is_a_lost_device_and_the_template_stays() {
-    // The replica whose server is lost stops inside the panic hook and holds its lock for the
-    // rest of the process; the test harness takes the hook when it ends, so the scenario runs
-    // in a process of its own.
+    run_in_own_process("remote::lost_mid_step_scenario");
+}
+
+#[test]
+fn under_redistribute_a_server_lost_in_the_middle_of_a_step_costs_nothing() {
+    run_in_own_process("remote::lost_mid_step_redistributed_scenario");
+}
+
+/// Runs the ignored test `name` of this binary in a process of its own and expects it to
+/// exit with [`SCENARIO_PASSED`] within [`LIMIT`].
+///
+/// The replica whose server is lost stops inside the panic hook and holds what it holds for
+/// the rest of the process; the test harness takes the hook when it ends, so such a scenario
+/// runs apart from the other tests.
+fn run_in_own_process(name: &str) {
     let mut child = std::process::Command::new(std::env::current_exe().expect("this test binary"))
-        .args([
-            "--exact",
-            "remote::lost_mid_step_scenario",
-            "--ignored",
-            "--nocapture",
-        ])
+        .args(["--exact", name, "--ignored", "--nocapture"])
         .env(SCENARIO, "1")
         .stdout(std::process::Stdio::null())
         .spawn()
@@ -260,15 +267,74 @@ fn a_server_lost_in_the_middle_of_a_step_is_a_lost_device_and_the_template_stays
         }
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("the scenario did not end within {LIMIT:?}");
+            panic!("the scenario {name} did not end within {LIMIT:?}");
         }
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(
         status.code(),
         Some(SCENARIO_PASSED),
-        "the scenario failed: {status} (its stderr is above)"
+        "the scenario {name} failed: {status} (its stderr is above)"
     );
+}
+
+/// Run by [`under_redistribute_a_server_lost_in_the_middle_of_a_step_costs_nothing`] in a
+/// process of its own: ten Adam steps of a `DataParallel` that loses a server in the middle of
+/// the first, against the same ten steps on the server that stays, without a loss.
+#[test]
+#[ignore = "run in its own process by under_redistribute_a_server_lost_..."]
+fn lost_mid_step_redistributed_scenario() {
+    if std::env::var_os(SCENARIO).is_none() {
+        return;
+    }
+    let checks = std::panic::catch_unwind(|| {
+        let BeforeLoss {
+            servers,
+            doomed,
+            dp,
+            ..
+        } = one_step_before_a_loss(|inner| StopsItsServer { inner });
+        let (host, lost) = (servers[0].device(), doomed.device());
+        let fault_free = DataParallel::new(dp.template().clone(), vec![servers[1].device()])
+            .expect("the server answers");
+        let mut dp = dp.with_failure_policy(FailurePolicy::Redistribute);
+
+        doom(doomed);
+        let started = Instant::now();
+        let mut runs = [
+            (dp.clone(), AdamConfig::new().init()),
+            (fault_free, AdamConfig::new().init()),
+        ];
+        for step in 0..10 {
+            for (module, optim) in &mut runs {
+                let batch = ClassBatcher.batch(class_items(8 + step, 5, 3), &host);
+                let output = module
+                    .try_train_step(batch)
+                    .expect("the step completes without the lost server");
+                *module = optim.step(1e-2, module.clone(), output.grads);
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "took {:?}",
+            started.elapsed()
+        );
+        dp = runs[0].0.clone();
+        assert_eq!(
+            dp.lost_devices()
+                .iter()
+                .map(|device| format!("{device:?}"))
+                .collect::<Vec<_>>(),
+            vec![format!("{lost:?}")]
+        );
+        let worst = float_params(dp.template())
+            .iter()
+            .zip(&float_params(runs[1].0.template()))
+            .map(|((_, a), (_, b))| relative_error(a, b))
+            .fold(0.0, f32::max);
+        assert!(worst <= 1e-6, "worst relative difference {worst:e}");
+    });
+    std::process::exit(if checks.is_ok() { SCENARIO_PASSED } else { 1 });
 }
 
 /// Run by the test above in a process of its own: exits with [`SCENARIO_PASSED`] when every

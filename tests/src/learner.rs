@@ -231,6 +231,31 @@ where
             Output = ClassificationOutput<B::InnerBackend>,
         >,
 {
+    fit_from(model, items, batch_size, epochs, dir, None)
+}
+
+/// [`fit`], resumed from the checkpoint of epoch `resume` in `dir` when given: the model's,
+/// the optimizer's and the scheduler's state are read back from the files the run that wrote
+/// them left there, and training goes on from the next epoch up to epoch `epochs`.
+pub fn fit_from<B, M>(
+    model: M,
+    items: Vec<ClassItem>,
+    batch_size: usize,
+    epochs: usize,
+    dir: &Path,
+    resume: Option<usize>,
+) -> (M::InnerModule, Vec<MetricRecord>)
+where
+    B: AutodiffBackend,
+    M: TrainStep<Input = ClassBatch<B>, Output = ClassificationOutput<B>>
+        + AutodiffModule<B>
+        + core::fmt::Display
+        + 'static,
+    M::InnerModule: InferenceStep<
+            Input = ClassBatch<B::InnerBackend>,
+            Output = ClassificationOutput<B::InnerBackend>,
+        >,
+{
     let train = DataLoaderBuilder::<B, _, _>::new(ClassBatcher)
         .batch_size(batch_size)
         .build(InMemDataset::new(items.clone()));
@@ -238,11 +263,14 @@ where
         .batch_size(batch_size)
         .build(InMemDataset::new(items));
     let renderer = RecordingRenderer::default();
-    let result = SupervisedTraining::new(dir, train, valid)
+    let mut training = SupervisedTraining::new(dir, train, valid)
         .metrics((AccuracyMetric::new(), LossMetric::new()))
         .with_file_checkpointer(NamedMpkFileRecorder::<FullPrecisionSettings>::new())
         .num_epochs(epochs)
-        .renderer(renderer.clone())
-        .launch(Learner::new(model, AdamConfig::new().init(), 1e-2));
+        .renderer(renderer.clone());
+    if let Some(epoch) = resume {
+        training = training.checkpoint(epoch);
+    }
+    let result = training.launch(Learner::new(model, AdamConfig::new().init(), 1e-2));
     (result.model, renderer.records())
 }

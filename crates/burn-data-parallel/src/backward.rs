@@ -210,19 +210,22 @@ where
                     CutSplit::Scaled(weights) => grad.clone().mul_scalar(weights[index]),
                 };
                 offset += len;
-                let slice = parallel.to_replica(index).move_to(slice);
+                let slice = parallel.to_replica(self.plan.device(index)).move_to(slice);
                 terms[index].push((part * slice).sum());
             }
         }
+        let plan = &self.plan;
         let jobs = self
             .replicas
             .into_iter()
             .zip(terms)
-            .zip(parallel.devices.iter().zip(self.plan.shards()))
-            .map(|((replica, terms), (device, rows))| Job {
+            .zip(plan.shards())
+            .enumerate()
+            .map(|(shard, ((replica, terms), rows))| Job {
+                index: plan.device(shard),
                 replica,
                 shard: Terms(terms),
-                device,
+                device: &parallel.devices[plan.device(shard)],
                 rows: rows.clone(),
             })
             .collect();

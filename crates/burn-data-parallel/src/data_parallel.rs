@@ -1,5 +1,6 @@
 //! [`DataParallel`]: the template, its devices, and the Keras-style forward.
 
+use core::time::Duration;
 use std::sync::Arc;
 
 use burn::module::Module;
@@ -8,6 +9,7 @@ use burn::tensor::backend::Backend;
 use crate::balance::Split;
 use crate::device::{check_devices, template_device};
 use crate::error::Result;
+use crate::failure::FailurePolicy;
 use crate::gather::{Gather, GatherContext};
 use crate::gradients::ReduceOn;
 use crate::graph::join_graphs;
@@ -71,6 +73,8 @@ pub struct DataParallel<B: Backend, M> {
     pub(crate) kinds: DeviceKinds<B>,
     pub(crate) reduction: Reduction,
     pub(crate) split: Split,
+    pub(crate) failure_policy: FailurePolicy,
+    pub(crate) step_deadline: Option<Duration>,
     pub(crate) traffic: Arc<TrafficCounter>,
     pub(crate) workers: Arc<Workers>,
 }
@@ -103,6 +107,8 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
             kinds,
             reduction: Reduction::default(),
             split: Split::default(),
+            failure_policy: FailurePolicy::default(),
+            step_deadline: None,
             traffic: Arc::default(),
             workers,
         })
@@ -168,14 +174,105 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
         &self.split
     }
 
+    /// Sets what a training step does when a replica fails (default [`FailurePolicy::Fail`]).
+    ///
+    /// With [`FailurePolicy::Redistribute`], the rows of a replica that panicked, lost its
+    /// device or missed the [step deadline](Self::with_step_deadline) are run again by the
+    /// replicas that finished, and the step completes with the full batch's gradient. It
+    /// applies to [`try_train_step`](Self::try_train_step) (and so to Burn's `Learner`). On
+    /// every path, a device found lost before a call starts is left out of it and of later
+    /// calls; a replica that fails during a Keras-style call ([`forward`](Self::forward),
+    /// [`forward_parallel`](Self::forward_parallel), inference) fails that call, as under
+    /// `Fail`.
+    ///
+    /// ```
+    /// use burn::backend::{Autodiff, NdArray, ndarray::NdArrayDevice};
+    /// use burn::nn::{Linear, LinearConfig};
+    /// use burn_data_parallel::{DataParallel, FailurePolicy};
+    ///
+    /// type B = Autodiff<NdArray>;
+    /// let host = NdArrayDevice::Cpu;
+    /// let model: Linear<B> = LinearConfig::new(4, 2).init(&host);
+    /// let dp = DataParallel::new(model, vec![host; 2])
+    ///     .unwrap()
+    ///     .with_failure_policy(FailurePolicy::Redistribute);
+    /// assert_eq!(dp.failure_policy(), FailurePolicy::Redistribute);
+    /// assert!(dp.lost_devices().is_empty());
+    /// ```
+    #[must_use]
+    pub fn with_failure_policy(self, failure_policy: FailurePolicy) -> Self {
+        Self {
+            failure_policy,
+            ..self
+        }
+    }
+
+    /// What a training step does when a replica fails; see
+    /// [`with_failure_policy`](Self::with_failure_policy).
+    pub fn failure_policy(&self) -> FailurePolicy {
+        self.failure_policy
+    }
+
+    /// Sets how long the replicas of a training step may take, from the moment they start
+    /// (default: no deadline).
+    ///
+    /// A replica still running when it passes fails the step with
+    /// [`Stalled`](crate::DataParallelError::Stalled), naming its device, the phase it was in
+    /// and its thread, with the template unchanged; under [`FailurePolicy::Redistribute`] its
+    /// device counts as lost and its rows go to the others. A replica cannot be stopped from
+    /// outside: its thread is left to finish on its own and what it returns is dropped.
+    ///
+    /// With a deadline, each step's replicas run on threads of their own, watched by the
+    /// caller, instead of the module's worker pool: a step costs a few thread starts more.
+    #[must_use]
+    pub fn with_step_deadline(self, deadline: Duration) -> Self {
+        Self {
+            step_deadline: Some(deadline),
+            ..self
+        }
+    }
+
+    /// How long a training step's replicas may take; see
+    /// [`with_step_deadline`](Self::with_step_deadline).
+    pub fn step_deadline(&self) -> Option<Duration> {
+        self.step_deadline
+    }
+
+    /// The devices this module (or a clone) lost under [`FailurePolicy::Redistribute`], in the
+    /// order they were lost: they take no part in later calls.
+    pub fn lost_devices(&self) -> Vec<B::Device> {
+        self.workers
+            .lost
+            .get()
+            .into_iter()
+            .map(|index| self.devices[index].clone())
+            .collect()
+    }
+
     /// The rows each replica would get of a batch of `batch_size` rows in the next call.
+    ///
+    /// Devices lost under [`FailurePolicy::Redistribute`] get no rows: the batch is split over
+    /// the others (evenly when the split is [`Split::Balanced`], whose measurements are per
+    /// device).
     ///
     /// # Errors
     ///
     /// [`EmptyBatch`](crate::DataParallelError::EmptyBatch) when `batch_size` is 0.
     pub fn split_plan(&self, batch_size: usize) -> Result<SplitPlan> {
-        self.split
-            .plan(batch_size, self.devices.len(), &self.workers.speeds)
+        let live = self.workers.lost.live(self.devices.len());
+        if live.len() == self.devices.len() {
+            return self
+                .split
+                .plan(batch_size, self.devices.len(), &self.workers.speeds);
+        }
+        let plan = match &self.split {
+            Split::Weighted(weights) => {
+                let weights: Vec<f64> = live.iter().map(|&index| weights[index]).collect();
+                SplitPlan::weighted(batch_size, &weights)?
+            }
+            Split::Even | Split::Balanced => SplitPlan::new(batch_size, live.len())?,
+        };
+        Ok(plan.on_devices(&live))
     }
 
     /// Each replica's measured time per row, in seconds, in device order: a running estimate
@@ -310,11 +407,39 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
     /// The host and the replica devices this plan uses are checked first: one that can no
     /// longer be reached (a lost server) is an error here, before any tensor moves, since
     /// moving a tensor to a lost server panics on the caller's thread.
+    ///
+    /// Under [`FailurePolicy::Redistribute`], a replica device found lost here is left out,
+    /// from this call on, while another remains.
     pub(crate) fn plan<I: Scatter<B>>(&self, input: &I) -> Result<SplitPlan> {
-        let plan = self.split_plan(batch_size(input)?)?;
+        let rows = batch_size(input)?;
+        if self.failure_policy == FailurePolicy::Redistribute {
+            self.leave_out_lost_devices();
+        }
+        let plan = self.split_plan(rows)?;
+        let used: Vec<usize> = (0..plan.len()).map(|shard| plan.device(shard)).collect();
         self.kinds
-            .check_reachable(&self.host, &self.devices, plan.len())?;
+            .check_reachable(&self.host, &self.devices, &used)?;
         Ok(plan)
+    }
+
+    /// Records as lost every replica device in use that can no longer be reached, keeping at
+    /// least one: with none left, the plan's own check reports the loss.
+    fn leave_out_lost_devices(&self) {
+        let live = self.workers.lost.live(self.devices.len());
+        let mut left = live.len();
+        for index in live {
+            if left == 1 {
+                break;
+            }
+            if let Some(reason) = self.kinds.replica(index).lost(&self.devices[index]) {
+                self.workers.lost.record(index);
+                left -= 1;
+                log::warn!(
+                    "DataParallel: device {:?} is left out from now on: {reason}",
+                    self.devices[index]
+                );
+            }
+        }
     }
 
     /// One job per shard of `plan`: the shard of `input`, cut in the context `context` makes
@@ -333,15 +458,17 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
         let mut template_bytes = None;
         plan.shards()
             .iter()
-            .zip(&self.devices)
             .enumerate()
-            .map(|(index, (rows, device))| {
+            .map(|(shard, rows)| {
+                let index = plan.device(shard);
+                let device = &self.devices[index];
                 let to = self.to_replica(index);
                 if *device != self.host {
                     let bytes = *template_bytes.get_or_insert_with(|| module_bytes(&self.template));
                     self.traffic.add(Direction::ToReplica, bytes);
                 }
                 Job {
+                    index,
                     shard: input.shard(rows.clone(), &context(to)),
                     replica: make_replica(&self.template, to),
                     device,

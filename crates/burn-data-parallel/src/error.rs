@@ -94,6 +94,28 @@ pub enum DataParallelError {
         reason: String,
     },
 
+    /// A replica had not finished its part of a training step when the step deadline passed
+    /// ([`with_step_deadline`](crate::DataParallel::with_step_deadline)). The template is
+    /// unchanged; the replica's thread, which cannot be stopped from outside, is left to end
+    /// on its own, and what it returns is dropped.
+    #[error(
+        "replica on device {device} stalled: still in its {phase} after {waited:?}, past the step \
+         deadline. Its thread `{thread}` is left running and its result will be dropped; the \
+         template is unchanged. Raise the deadline if the step is just slow, or train with \
+         `FailurePolicy::Redistribute` to go on without this device"
+    )]
+    Stalled {
+        /// The replica's device, as its `Debug` form.
+        device: String,
+        /// The phase of the step it was in: `set-up` (its weights moving to the device),
+        /// `compute` (forward and backward) or `gradients home`.
+        phase: String,
+        /// How long the step had run when the replica was given up.
+        waited: core::time::Duration,
+        /// The name of the replica's thread.
+        thread: String,
+    },
+
     /// The Keras-style [`forward`](crate::DataParallel::forward) was asked for a result that
     /// could be differentiated (a template parameter requires a gradient), with replicas on Burn
     /// servers (feature `remote`).

@@ -80,6 +80,7 @@ mod cut;
 mod data_parallel;
 mod device;
 mod error;
+mod failure;
 mod gather;
 mod gradients;
 mod graph;
@@ -141,6 +142,7 @@ pub use cuda::{CudaDevices, cuda_devices};
 pub use data_parallel::DataParallel;
 pub use device::check_devices;
 pub use error::{DataParallelError, Result};
+pub use failure::FailurePolicy;
 pub use gather::{Gather, GatherContext, Mean, Sum};
 #[cfg(feature = "cuda")]
 pub use kind::cuda::cuda_driver_present;

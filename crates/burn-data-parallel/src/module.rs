@@ -73,6 +73,8 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> AutodiffModule<B> for DataParalle
             kinds: DeviceKinds::of(&self.host, &self.devices),
             reduction: self.reduction,
             split: self.split.clone(),
+            failure_policy: self.failure_policy,
+            step_deadline: self.step_deadline,
             traffic: self.traffic.clone(),
             workers: self.workers.clone(),
         }
@@ -86,6 +88,8 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> AutodiffModule<B> for DataParalle
             host: module.host,
             reduction: module.reduction,
             split: module.split,
+            failure_policy: module.failure_policy,
+            step_deadline: module.step_deadline,
             traffic: module.traffic,
             workers: module.workers,
         }

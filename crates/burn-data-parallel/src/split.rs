@@ -27,6 +27,10 @@ use crate::error::{DataParallelError, Result};
 pub struct SplitPlan {
     batch_size: usize,
     shards: Vec<Range<usize>>,
+    /// The device (its index in the device list) of each shard: shard `i` on device `i`,
+    /// unless devices were lost (`FailurePolicy::Redistribute`) or a failed shard's rows were
+    /// redistributed.
+    devices: Vec<usize>,
 }
 
 impl SplitPlan {
@@ -139,7 +143,58 @@ impl SplitPlan {
                 rows
             })
             .collect();
-        Self { batch_size, shards }
+        Self {
+            batch_size,
+            shards,
+            devices: (0..sizes.len()).collect(),
+        }
+    }
+
+    /// The plan whose shard `i` runs on device `devices[i]` (an index into the device list).
+    ///
+    /// # Panics
+    ///
+    /// When `devices` has fewer entries than the plan has shards (a bug of this crate).
+    pub(crate) fn on_devices(mut self, devices: &[usize]) -> Self {
+        self.devices = devices[..self.shards.len()].to_vec();
+        self
+    }
+
+    /// A plan from shards that cover `0..batch_size` in any order, each with its device; the
+    /// shards are put in row order.
+    #[cfg(feature = "train")]
+    pub(crate) fn from_parts(batch_size: usize, mut parts: Vec<(Range<usize>, usize)>) -> Self {
+        parts.sort_by_key(|(rows, _)| rows.start);
+        debug_assert!(
+            parts
+                .windows(2)
+                .all(|pair| pair[0].0.end == pair[1].0.start),
+            "the parts cover the batch without gaps or overlaps"
+        );
+        let (shards, devices) = parts.into_iter().unzip();
+        Self {
+            batch_size,
+            shards,
+            devices,
+        }
+    }
+
+    /// A plan of some rows of a batch of `batch_size` (`parts`, each with its device, in the
+    /// order given): a failed shard's rows to run again. Each part's weight is its share of
+    /// the whole batch.
+    #[cfg(feature = "train")]
+    pub(crate) fn partial(batch_size: usize, parts: Vec<(Range<usize>, usize)>) -> Self {
+        let (shards, devices) = parts.into_iter().unzip();
+        Self {
+            batch_size,
+            shards,
+            devices,
+        }
+    }
+
+    /// The device (its index in the device list) that shard `index` runs on.
+    pub(crate) fn device(&self, index: usize) -> usize {
+        self.devices[index]
     }
 
     /// The number of rows in the whole batch.

@@ -45,6 +45,10 @@ pub struct StepTimings {
     pub state_merge: Duration,
     /// Host: merging the replicas' outputs ([`Gather`](crate::Gather)).
     pub gather: Duration,
+    /// Workers: the rows of replicas that failed, run again by the replicas that finished
+    /// ([`FailurePolicy::Redistribute`](crate::FailurePolicy::Redistribute)); zero when every
+    /// replica finished. The replica phases above include these runs.
+    pub redistribution: Duration,
     /// How many replicas ran.
     pub replicas: usize,
 }

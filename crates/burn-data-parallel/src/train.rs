@@ -6,22 +6,26 @@
 //! inner model's input and output types.
 
 use burn::module::AutodiffModule;
+use burn::optim::GradientsParams;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::train::{InferenceStep, TrainOutput, TrainStep};
 
 use core::time::Duration;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
 use crate::data_parallel::DataParallel;
-use crate::error::Result;
+use crate::error::{DataParallelError, Result};
+use crate::failure::{FailurePolicy, redistribute};
 use crate::gather::Gather;
 use crate::gradients::{sum_gradients, weighted_on_host};
 use crate::kind::Kind;
 use crate::replicate::{Replicate, replicate};
-use crate::run::{Job, Timing, run_replicas, run_watched};
+use crate::run::{Job, Timing, run_each, run_watched};
 use crate::scatter::{Scatter, ScatterContext};
-use crate::state::{collect_state, write_state};
+use crate::split::SplitPlan;
+use crate::state::{ReplicaState, collect_state, write_state};
 use crate::timings::StepTimings;
 use crate::traffic::Direction;
 use crate::transfer::Destination;
@@ -83,61 +87,20 @@ where
     /// With replicas on Burn servers (feature `remote`),
     /// [`DeviceLost`](crate::DataParallelError::DeviceLost) when a server is lost, before the
     /// step or during it (see `docs/scale-out.md` for what a loss during a step leaves behind).
-    /// On error, the template (weights and running state) is unchanged.
+    /// [`Stalled`](crate::DataParallelError::Stalled) when a replica is still running at the
+    /// [step deadline](Self::with_step_deadline). On error, the template (weights and running
+    /// state) is unchanged.
+    ///
+    /// Under [`FailurePolicy::Redistribute`] a failed replica is not an error: the replicas
+    /// that finished run its rows, and the step completes with the full batch's gradient
+    /// ([`with_failure_policy`](Self::with_failure_policy)).
     pub fn try_train_step(&self, input: M::Input) -> Result<TrainOutput<M::Output>> {
         let started = Instant::now();
         let plan = self.plan(&input)?;
-        let shares = plan.weights();
-        let weights = self.reduction.gradient_weights(shares.clone());
-        // `valid()` gives each replica running state of its own (clones would share the
-        // template's). The rest happens on each replica's worker, in parallel: `fork` makes
-        // fresh leaves on the replica's device, and the gradients come back weighted.
-        let jobs: Vec<_> = self
-            .jobs(&plan, &input, ScatterContext::replica, |template, to| {
-                (M::from_inner(template.valid()), to.kind())
-            })
-            .into_iter()
-            .zip(weights)
-            .map(|(job, weight)| {
-                let (replica, kind) = job.replica;
-                Job {
-                    replica: (replica, kind, weight),
-                    shard: job.shard,
-                    device: job.device,
-                    rows: job.rows,
-                }
-            })
-            .collect();
-        let scattered = Instant::now();
-        // Owned, so that the work can outlive this call on a watched thread.
-        let (host, host_kind, traffic) =
-            (self.host.clone(), self.kinds.host(), self.traffic.clone());
-        let work = move |(replica, kind, weight): (M, Kind<B>, f64),
-                         shard: M::Input,
-                         device: &B::Device| {
-            let start = Instant::now();
-            let to = Destination::new(device, kind, Direction::ToReplica);
-            let replica = replicate(replica, to, Replicate::Forked);
-            let set_up = Instant::now();
-            let output = replica.step(shard);
-            let computed = Instant::now();
-            let to_host = Destination::new(&host, host_kind, Direction::ToHost).counted(&traffic);
-            let grads = weighted_on_host(&replica, output.grads, weight, to_host);
-            let state = collect_state(&replica);
-            let timings = ReplicaTimings {
-                setup: set_up - start,
-                compute: computed - set_up,
-                home: computed.elapsed(),
-            };
-            (grads, output.item, state, timings)
-        };
-        // Replicas on devices that can be lost run on threads that survive the loss.
-        let results = if self.kinds.watched() {
-            run_watched(jobs, &self.kinds, &self.host, Arc::new(work))?
-        } else {
-            run_replicas(&self.workers, jobs, &work, Timing::Record)?
-        };
+        let (outcomes, scatter) = self.train_round(&plan, &input, Timing::Record)?;
         let ran = Instant::now();
+        let (plan, results) = self.settle(plan, outcomes, &input)?;
+        let settled = Instant::now();
 
         let mut grads = Vec::with_capacity(results.len());
         let mut items = Vec::with_capacity(results.len());
@@ -153,21 +116,211 @@ where
         let gathered = Instant::now();
         let grads = sum_gradients(&self.template, grads, self.reduce_on())?;
         let reduced = Instant::now();
-        write_state(&self.template, states, &shares, self.to_host());
+        write_state(&self.template, states, &plan.weights(), self.to_host());
         let merged = Instant::now();
         let timings = with_replicas(
             StepTimings {
                 total: merged - started,
-                scatter: scattered - started,
-                gather: gathered - ran,
+                scatter,
+                gather: gathered - settled,
                 reduction: reduced - gathered,
                 state_merge: merged - reduced,
+                // Redistributed rows (a failed replica's) are part of the replicas' work.
+                redistribution: settled - ran,
                 ..StepTimings::default()
             },
             &replicas,
         );
         self.workers.last_step.store(timings);
         Ok(TrainOutput { grads, item })
+    }
+
+    /// Runs one replica per shard of `plan` (the inner model's step on the shard, gradients
+    /// weighted and moved home, running state collected) and returns each one's outcome in
+    /// shard order, with the time the shards and replicas took to make.
+    fn train_round(
+        &self,
+        plan: &SplitPlan,
+        input: &M::Input,
+        timing: Timing,
+    ) -> Result<(Vec<Result<ReplicaDone<M>>>, Duration)> {
+        let started = Instant::now();
+        let weights = self.reduction.gradient_weights(plan.weights());
+        // `valid()` gives each replica running state of its own (clones would share the
+        // template's). The rest happens on each replica's worker, in parallel: `fork` makes
+        // fresh leaves on the replica's device, and the gradients come back weighted.
+        let phases: Vec<Arc<AtomicU8>> = (0..plan.len()).map(|_| Arc::default()).collect();
+        let jobs: Vec<_> = self
+            .jobs(plan, input, ScatterContext::replica, |template, to| {
+                (M::from_inner(template.valid()), to.kind())
+            })
+            .into_iter()
+            .zip(weights)
+            .zip(&phases)
+            .map(|((job, weight), phase)| {
+                let (replica, kind) = job.replica;
+                Job {
+                    index: job.index,
+                    replica: (replica, kind, weight, phase.clone()),
+                    shard: job.shard,
+                    device: job.device,
+                    rows: job.rows,
+                }
+            })
+            .collect();
+        let scattered = started.elapsed();
+        // Owned, so that the work can outlive this call on a watched thread.
+        let (host, host_kind, traffic) =
+            (self.host.clone(), self.kinds.host(), self.traffic.clone());
+        let work = move |(replica, kind, weight, phase): (M, Kind<B>, f64, Arc<AtomicU8>),
+                         shard: M::Input,
+                         device: &B::Device| {
+            let start = Instant::now();
+            let to = Destination::new(device, kind, Direction::ToReplica);
+            let replica = replicate(replica, to, Replicate::Forked);
+            let set_up = Instant::now();
+            phase.store(Phase::Compute as u8, Ordering::Relaxed);
+            let output = replica.step(shard);
+            let computed = Instant::now();
+            phase.store(Phase::GradientsHome as u8, Ordering::Relaxed);
+            let to_host = Destination::new(&host, host_kind, Direction::ToHost).counted(&traffic);
+            let grads = weighted_on_host(&replica, output.grads, weight, to_host);
+            let state = collect_state(&replica);
+            let timings = ReplicaTimings {
+                setup: set_up - start,
+                compute: computed - set_up,
+                home: computed.elapsed(),
+            };
+            (grads, output.item, state, timings)
+        };
+        // Replicas on devices that can be lost, or under a deadline, run on threads that
+        // the caller watches and can leave behind.
+        let outcomes = if self.kinds.watched() || self.step_deadline.is_some() {
+            let outcomes = run_watched(
+                jobs,
+                &self.kinds,
+                &self.host,
+                Arc::new(work),
+                self.step_deadline,
+            );
+            outcomes
+                .into_iter()
+                .zip(&phases)
+                .map(|(outcome, phase)| outcome.map_err(|error| with_phase(error, phase)))
+                .collect()
+        } else {
+            run_each(&self.workers, jobs, &work, timing)?
+        };
+        Ok((outcomes, scattered))
+    }
+
+    /// The plan and replica results a step goes on with, in row order: those of `plan` when
+    /// every replica finished; otherwise, under [`FailurePolicy::Redistribute`], those that
+    /// finished and the failed shards' rows run again by their replicas.
+    ///
+    /// # Errors
+    ///
+    /// The first failure in device order under [`FailurePolicy::Fail`], when no replica
+    /// finished, or when a redistributed part fails too.
+    fn settle(
+        &self,
+        plan: SplitPlan,
+        outcomes: Vec<Result<ReplicaDone<M>>>,
+        input: &M::Input,
+    ) -> Result<(SplitPlan, Vec<ReplicaDone<M>>)> {
+        let mut finished = Vec::with_capacity(outcomes.len());
+        let mut failures = Vec::new();
+        for (shard, outcome) in outcomes.into_iter().enumerate() {
+            match outcome {
+                Ok(done) => finished.push((shard, done)),
+                Err(error) => failures.push((shard, error)),
+            }
+        }
+        let Some((_, first_error)) = failures.first() else {
+            let results = finished.into_iter().map(|(_, done)| done).collect();
+            return Ok((plan, results));
+        };
+        if self.failure_policy == FailurePolicy::Fail || finished.is_empty() {
+            return Err(first_error.clone());
+        }
+        for (shard, error) in &failures {
+            let index = plan.device(*shard);
+            if matches!(
+                error,
+                DataParallelError::DeviceLost { .. } | DataParallelError::Stalled { .. }
+            ) {
+                self.workers.lost.record(index);
+                log::warn!(
+                    "DataParallel: device {:?} is left out from now on: {error}",
+                    self.devices[index]
+                );
+            } else {
+                log::warn!(
+                    "DataParallel: rows {:?} run again by the other replicas: {error}",
+                    plan.shards()[*shard]
+                );
+            }
+        }
+        let failed: Vec<usize> = failures.iter().map(|(shard, _)| *shard).collect();
+        let survivors: Vec<usize> = finished.iter().map(|(shard, _)| *shard).collect();
+        let retry = SplitPlan::partial(plan.batch_size(), redistribute(&plan, &failed, &survivors));
+        let (retried, _) = self.train_round(&retry, input, Timing::Skip)?;
+
+        let mut parts: Vec<_> = finished
+            .into_iter()
+            .map(|(shard, done)| ((plan.shards()[shard].clone(), plan.device(shard)), done))
+            .collect();
+        for (shard, outcome) in retried.into_iter().enumerate() {
+            parts.push((
+                (retry.shards()[shard].clone(), retry.device(shard)),
+                outcome?,
+            ));
+        }
+        parts.sort_by_key(|((rows, _), _)| rows.start);
+        let (shards, results): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+        Ok((SplitPlan::from_parts(plan.batch_size(), shards), results))
+    }
+}
+
+/// What one replica's part of a training step returns: its weighted gradients on the host,
+/// its output item, its updated running state, and its timings.
+type ReplicaDone<M> = (
+    GradientsParams,
+    <M as TrainStep>::Output,
+    ReplicaState,
+    ReplicaTimings,
+);
+
+/// The phase of its step a replica is in, as the deadline sees it.
+#[repr(u8)]
+enum Phase {
+    SetUp = 0,
+    Compute = 1,
+    GradientsHome = 2,
+}
+
+/// A stalled replica's error with the phase it was in filled in.
+fn with_phase(error: DataParallelError, phase: &AtomicU8) -> DataParallelError {
+    match error {
+        DataParallelError::Stalled {
+            device,
+            waited,
+            thread,
+            ..
+        } => {
+            let phase = match phase.load(Ordering::Relaxed) {
+                value if value == Phase::SetUp as u8 => "set-up",
+                value if value == Phase::Compute as u8 => "compute",
+                _ => "gradients home",
+            };
+            DataParallelError::Stalled {
+                device,
+                phase: phase.to_string(),
+                waited,
+                thread,
+            }
+        }
+        other => other,
     }
 }
 

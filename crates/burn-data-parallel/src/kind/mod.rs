@@ -79,9 +79,9 @@ impl<B: Backend> DeviceKinds<B> {
             .any(|kind| kind.needs_watched_threads())
     }
 
-    /// Checks that `host` and the first `used` replica devices can still be reached, each
-    /// device once, before anything moves (a move to a lost server panics on the caller's
-    /// thread).
+    /// Checks that `host` and the replica devices `used` (indices into `devices`) can still be
+    /// reached, each device once, before anything moves (a move to a lost server panics on the
+    /// caller's thread).
     ///
     /// # Errors
     ///
@@ -90,11 +90,13 @@ impl<B: Backend> DeviceKinds<B> {
         &self,
         host: &B::Device,
         devices: &[B::Device],
-        used: usize,
+        used: &[usize],
     ) -> Result<()> {
         let mut checked: Vec<&B::Device> = Vec::new();
-        let all = core::iter::once((host, self.host))
-            .chain(devices.iter().zip(self.replicas.iter().copied()).take(used));
+        let all = core::iter::once((host, self.host)).chain(
+            used.iter()
+                .map(|&index| (&devices[index], self.replicas[index])),
+        );
         for (device, kind) in all {
             if checked.contains(&device) {
                 continue;

@@ -6,6 +6,8 @@ mod pool;
 #[cfg(feature = "train")]
 mod watched;
 
+#[cfg(feature = "train")]
+pub(crate) use pool::run_each;
 pub(crate) use pool::{Job, Timing, Workers, run_replicas};
 #[cfg(feature = "train")]
 pub(crate) use watched::run_watched;

@@ -10,10 +10,13 @@ use rayon::{ThreadPool, ThreadPoolBuilder};
 
 use crate::balance::ReplicaSpeeds;
 use crate::error::{DataParallelError, Result, panic_message};
+use crate::failure::LostDevices;
 use crate::timings::LastStep;
 
 /// One replica's work: its model, its shard, and where it came from.
 pub(crate) struct Job<'a, M, I, D> {
+    /// The device's index in the device list.
+    pub(crate) index: usize,
     pub(crate) replica: M,
     pub(crate) shard: I,
     pub(crate) device: &'a D,
@@ -27,6 +30,8 @@ pub(crate) struct Job<'a, M, I, D> {
 /// fresh allocator state, so every step paid again for the memory pages its tensors touch.
 pub(crate) struct Workers {
     threads: usize,
+    /// The devices lost under `FailurePolicy::Redistribute`: shared by every clone.
+    pub(crate) lost: LostDevices,
     pool: OnceLock<core::result::Result<ThreadPool, String>>,
     /// How long each worker's jobs take per row: what `Split::Balanced` plans with.
     pub(crate) speeds: ReplicaSpeeds,
@@ -39,6 +44,7 @@ impl Workers {
     pub(crate) fn new(threads: usize) -> Self {
         Self {
             threads,
+            lost: LostDevices::default(),
             pool: OnceLock::new(),
             speeds: ReplicaSpeeds::default(),
             last_step: LastStep::default(),
@@ -114,11 +120,29 @@ where
     D: Debug + Sync,
     F: Fn(M, I, &D) -> O + Sync,
 {
+    run_each(workers, jobs, work, timing)?.into_iter().collect()
+}
+
+/// [`run_replicas`], with each job's own outcome: the outputs and errors in job order, for a
+/// caller that goes on without the jobs that failed. Only a pool that cannot start is an error
+/// of the whole call.
+pub(crate) fn run_each<M, I, O, D, F>(
+    workers: &Workers,
+    jobs: Vec<Job<'_, M, I, D>>,
+    work: &F,
+    timing: Timing,
+) -> Result<Vec<Result<O>>>
+where
+    M: Send,
+    I: Send,
+    O: Send,
+    D: Debug + Sync,
+    F: Fn(M, I, &D) -> O + Sync,
+{
     let pool = workers.pool()?;
     let described: Vec<(usize, String, Range<usize>)> = jobs
         .iter()
-        .enumerate()
-        .map(|(index, job)| (index, format!("{:?}", job.device), job.rows.clone()))
+        .map(|job| (job.index, format!("{:?}", job.device), job.rows.clone()))
         .collect();
     // Each worker takes the job with its own index; a batch smaller than the device count
     // leaves the last workers without one.
@@ -137,7 +161,7 @@ where
         })
     });
     results.truncate(described.len());
-    results
+    Ok(results
         .into_iter()
         .zip(described)
         .map(|(result, (index, device, rows))| match result {
@@ -160,7 +184,7 @@ where
                 message: "no worker thread took the job".to_string(),
             }),
         })
-        .collect()
+        .collect())
 }
 
 #[cfg(test)]
@@ -174,6 +198,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(index, device)| Job {
+                index,
                 replica: index as u32,
                 shard: index as u32 * 10,
                 device,

@@ -14,7 +14,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Once};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use burn::tensor::backend::Backend;
 
@@ -47,6 +47,7 @@ enum Outcome<O> {
     Done(O),
     Panicked(String),
     Lost(Lost),
+    Stalled(Duration),
     NotStarted(String),
 }
 
@@ -57,14 +58,18 @@ enum Outcome<O> {
 /// host, is lost ends in [`DeviceLost`](DataParallelError::DeviceLost), noticed by the
 /// replica when an operation fails or by this caller, which checks the host and the running
 /// replicas' devices every second. A panic on a replica whose device is fine becomes
-/// [`ReplicaPanicked`](DataParallelError::ReplicaPanicked), as on the worker pool. The first
-/// failure in device order is reported.
+/// [`ReplicaPanicked`](DataParallelError::ReplicaPanicked), as on the worker pool. With a
+/// `deadline`, a job still running when it passes is given up as
+/// [`Stalled`](DataParallelError::Stalled) (its phase left blank, for the caller who knows the
+/// phases to fill in): its thread goes on, and what it returns is dropped on that thread.
+/// Each job's outcome comes back, in job order.
 pub(crate) fn run_watched<B, M, I, O, F>(
     jobs: Vec<Job<'_, M, I, B::Device>>,
     kinds: &DeviceKinds<B>,
     host: &B::Device,
     work: Arc<F>,
-) -> Result<Vec<O>>
+    deadline: Option<Duration>,
+) -> Vec<Result<O>>
 where
     B: Backend,
     M: Send + 'static,
@@ -73,40 +78,53 @@ where
     F: Fn(M, I, &B::Device) -> O + Send + Sync + 'static,
 {
     install_hook();
+    let started_at = Instant::now();
     let host_kind = kinds.host();
-    let described: Vec<(B::Device, Kind<B>, Range<usize>)> = jobs
+    let described: Vec<Described<B>> = jobs
         .iter()
-        .enumerate()
-        .map(|(index, job)| (job.device.clone(), kinds.replica(index), job.rows.clone()))
+        .map(|job| Described {
+            index: job.index,
+            device: job.device.clone(),
+            kind: kinds.replica(job.index),
+            rows: job.rows.clone(),
+        })
         .collect();
     let (sender, receiver) = mpsc::channel();
     let mut outcomes: Vec<Option<Outcome<O>>> = described.iter().map(|_| None).collect();
-    for (index, job) in jobs.into_iter().enumerate() {
+    for (position, job) in jobs.into_iter().enumerate() {
         let (sender, work, device) = (sender.clone(), work.clone(), job.device.clone());
         let watched = [
-            (device.clone(), kinds.replica(index)),
+            (device.clone(), kinds.replica(job.index)),
             (host.clone(), host_kind),
         ];
         let (replica, shard) = (job.replica, job.shard);
         let started = thread::Builder::new()
-            .name(format!("dp-watched-replica-{index}"))
+            .name(thread_name(job.index))
             .spawn(move || {
-                watch::<B, O>(index, watched, sender.clone());
+                watch::<B, O>(position, watched, sender.clone());
                 let outcome =
                     match panic::catch_unwind(AssertUnwindSafe(|| work(replica, shard, &device))) {
                         Ok(output) => Outcome::Done(output),
                         Err(payload) => Outcome::Panicked(panic_message(payload.as_ref())),
                     };
-                let _ = sender.send((index, outcome));
+                let _ = sender.send((position, outcome));
             });
         if let Err(error) = started {
-            outcomes[index] = Some(Outcome::NotStarted(error.to_string()));
+            outcomes[position] = Some(Outcome::NotStarted(error.to_string()));
         }
     }
     drop(sender);
 
     while outcomes.iter().any(Option::is_none) {
-        match receiver.recv_timeout(CHECK_EVERY) {
+        let waited = started_at.elapsed();
+        if let Some(deadline) = deadline.filter(|&deadline| waited >= deadline) {
+            for outcome in outcomes.iter_mut().filter(|outcome| outcome.is_none()) {
+                *outcome = Some(Outcome::Stalled(waited.max(deadline)));
+            }
+            break;
+        }
+        let wait = deadline.map_or(CHECK_EVERY, |deadline| CHECK_EVERY.min(deadline - waited));
+        match receiver.recv_timeout(wait) {
             Ok((index, outcome)) => match &outcomes[index] {
                 None => outcomes[index] = Some(outcome),
                 // Already given up as lost: what it holds may live on the lost device, where
@@ -118,7 +136,8 @@ where
                 if host_lost.is_some() {
                     host_kind.wake(host);
                 }
-                for ((device, kind, _), outcome) in described.iter().zip(&mut outcomes) {
+                for (Described { device, kind, .. }, outcome) in described.iter().zip(&mut outcomes)
+                {
                     if outcome.is_some() {
                         continue;
                     }
@@ -150,24 +169,53 @@ where
         .into_iter()
         .flatten()
         .zip(described)
-        .enumerate()
-        .map(|(index, (outcome, (device, _, rows)))| match outcome {
-            Outcome::Done(output) => Ok(output),
-            Outcome::Panicked(message) => Err(DataParallelError::ReplicaPanicked {
-                index,
-                device: format!("{device:?}"),
-                rows,
-                message,
-            }),
-            Outcome::Lost((device, reason)) => {
-                Err(DataParallelError::DeviceLost { device, reason })
-            }
-            Outcome::NotStarted(message) => Err(DataParallelError::ThreadSpawn {
-                threads: 1,
-                message,
-            }),
-        })
+        .map(
+            |(
+                outcome,
+                Described {
+                    index,
+                    device,
+                    rows,
+                    ..
+                },
+            )| match outcome {
+                Outcome::Done(output) => Ok(output),
+                Outcome::Panicked(message) => Err(DataParallelError::ReplicaPanicked {
+                    index,
+                    device: format!("{device:?}"),
+                    rows,
+                    message,
+                }),
+                Outcome::Lost((device, reason)) => {
+                    Err(DataParallelError::DeviceLost { device, reason })
+                }
+                Outcome::Stalled(waited) => Err(DataParallelError::Stalled {
+                    device: format!("{device:?}"),
+                    phase: String::new(),
+                    waited,
+                    thread: thread_name(index),
+                }),
+                Outcome::NotStarted(message) => Err(DataParallelError::ThreadSpawn {
+                    threads: 1,
+                    message,
+                }),
+            },
+        )
         .collect()
+}
+
+/// What the caller keeps of a job while its thread runs.
+struct Described<B: Backend> {
+    /// The device's index in the device list.
+    index: usize,
+    device: B::Device,
+    kind: Kind<B>,
+    rows: Range<usize>,
+}
+
+/// The name of the watched thread of the replica on device `index`.
+fn thread_name(index: usize) -> String {
+    format!("dp-watched-replica-{index}")
 }
 
 /// Watches this thread: when it panics and one of `devices` (the replica's and the host's) is
