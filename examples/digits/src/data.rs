@@ -129,6 +129,8 @@ pub struct DigitsBatcher;
 
 impl<B: Backend> Batcher<B, DigitItem, DigitsBatch<B>> for DigitsBatcher {
     fn batch(&self, items: Vec<DigitItem>, device: &B::Device) -> DigitsBatch<B> {
+        // Each batch is progress, as the job's watchdog counts it.
+        crate::watchdog::beat();
         let n = items.len();
         let pixels: Vec<f32> = items.iter().flat_map(|item| item.pixels).collect();
         let labels: Vec<i64> = items.iter().map(|item| i64::from(item.label)).collect();

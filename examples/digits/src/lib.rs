@@ -10,6 +10,7 @@ pub mod progress;
 #[cfg(feature = "remote")]
 pub mod remote;
 pub mod training;
+pub mod watchdog;
 
 use training::RunReport;
 

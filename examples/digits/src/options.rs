@@ -30,6 +30,16 @@ pub enum SplitChoice {
     Balanced,
 }
 
+/// What a training step does when a replica fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FailureChoice {
+    /// The step fails and the job stops with the replica's error.
+    Fail,
+    /// The replicas that finished run the failed replica's rows, and the step goes on; a lost
+    /// or stalled device is left out of later steps.
+    Redistribute,
+}
+
 /// How the job reports its progress.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Progress {
@@ -55,6 +65,16 @@ pub struct Options {
     /// How batches are shared: even shards, or balanced by each replica's measured speed.
     #[arg(long, value_enum, default_value_t = SplitChoice::Even)]
     pub split: SplitChoice,
+
+    /// What a training step does when a replica fails: fail the job, or run the failed rows
+    /// on the other replicas and go on.
+    #[arg(long, value_enum, default_value_t = FailureChoice::Fail)]
+    pub on_failure: FailureChoice,
+
+    /// Seconds the replicas of a training step may take before the step gives them up as
+    /// stalled (an error, or under --on-failure redistribute a lost device).
+    #[arg(long, value_name = "SECONDS", default_value_t = 60.0, value_parser = seconds)]
+    pub step_deadline: f64,
 
     /// Number of replicas [default: one per CPU core, or with --backend cuda every GPU found].
     #[arg(long)]
@@ -147,6 +167,17 @@ fn learning_rate(value: &str) -> Result<f64, String> {
         Ok(rate)
     } else {
         Err(format!("{value} is not a finite number above zero"))
+    }
+}
+
+fn seconds(value: &str) -> Result<f64, String> {
+    let seconds: f64 = value.parse().map_err(|e| format!("not a number: {e}"))?;
+    if seconds.is_finite() && seconds > 0.0 && seconds < 1e9 {
+        Ok(seconds)
+    } else {
+        Err(format!(
+            "{value} is not a number of seconds above zero (and below a billion)"
+        ))
     }
 }
 

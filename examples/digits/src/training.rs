@@ -17,12 +17,13 @@ use burn::train::metric::{AccuracyMetric, LossMetric};
 use burn::train::renderer::tui::TuiMetricsRendererWrapper;
 use burn::train::{ClassificationOutput, InferenceStep, Learner, SupervisedTraining, TrainStep};
 use burn::{Dispatch, DispatchDevice};
-use burn_data_parallel::{DataParallel, Split, Traffic};
+use burn_data_parallel::{DataParallel, FailurePolicy, Split, Traffic};
 
 use crate::data::{self, DigitItem, DigitsBatcher, DigitsDataset};
 use crate::model::DigitsNet;
-use crate::options::{BackendChoice, Options, Progress, SplitChoice};
+use crate::options::{BackendChoice, FailureChoice, Options, Progress, SplitChoice};
 use crate::progress::{Display, EpochLog, EpochRenderer, Throughput};
+use crate::watchdog;
 
 /// The training backend: one type spanning every CPU device (and CUDA with feature `cuda`).
 pub type Train = Autodiff<Dispatch>;
@@ -168,9 +169,17 @@ fn run_on<B: AutodiffBackend>(
         SplitChoice::Even => Split::Even,
         SplitChoice::Balanced => Split::Balanced,
     };
+    let failure_policy = match options.on_failure {
+        FailureChoice::Fail => FailurePolicy::Fail,
+        FailureChoice::Redistribute => FailurePolicy::Redistribute,
+    };
     let dp = DataParallel::new(model, replica_devices)
         .and_then(|dp| dp.with_split(split))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| e.to_string())?
+        .with_failure_policy(failure_policy)
+        .with_step_deadline(Duration::from_secs_f64(options.step_deadline));
+    watchdog::start(Duration::from_secs_f64(options.step_deadline));
+    watchdog::phase("training the DataParallel");
     let (trained, mut dp_report) = train(
         dp,
         "DataParallel",
@@ -181,6 +190,13 @@ fn run_on<B: AutodiffBackend>(
         &test_items,
     )?;
     dp_report.traffic = Some((trained.traffic(), params));
+    let lost = trained.lost_devices();
+    if !lost.is_empty() {
+        say(
+            options,
+            format_args!("DataParallel lost {lost:?} during training and went on without them"),
+        );
+    }
     let batch_size = options.batch_size as usize;
     dp_report.split = trained.split_plan(batch_size).ok().map(|plan| {
         let rows: Vec<usize> = plan.shards().iter().map(|rows| rows.len()).collect();
@@ -191,6 +207,7 @@ fn run_on<B: AutodiffBackend>(
     });
 
     let bare_report = if options.bare() {
+        watchdog::phase("training the bare model");
         let (_, report) = train(
             bare,
             "bare model",
@@ -205,7 +222,9 @@ fn run_on<B: AutodiffBackend>(
         None
     };
 
+    watchdog::phase("saving and reloading the template");
     check_saved_template(trained.into_inner(), &host, options, &test_items)?;
+    watchdog::phase("printing the table");
     Ok((dp_report, bare_report))
 }
 
