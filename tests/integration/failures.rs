@@ -10,6 +10,7 @@ use burn::backend::ndarray::NdArrayDevice;
 use burn::data::dataloader::batcher::Batcher;
 use burn::module::Module;
 use burn::optim::{AdamConfig, Optimizer};
+use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::train::{ClassificationOutput, TrainOutput, TrainStep};
 use burn_data_parallel::{DataParallel, DataParallelError, FailurePolicy, Result};
@@ -25,8 +26,8 @@ enum Action {
     Sleep(Duration),
 }
 
-/// A fault armed for the replica on one device: it fires once, on that replica's thread
-/// (`dp-replica-{i}` on the worker pool, `dp-watched-replica-{i}` on watched threads).
+/// A fault armed for the replica on one device: it fires once, on that replica's worker
+/// (`dp-replica-{i}`).
 #[derive(Debug, Clone, Default)]
 struct Fault(Arc<Mutex<Option<(usize, Action)>>>);
 
@@ -212,7 +213,7 @@ fn a_replica_past_the_deadline_fails_the_step_without_waiting_for_it() {
             assert_eq!(device, "Cpu");
             assert_eq!(phase, "compute");
             assert!(*waited >= Duration::from_millis(500), "{waited:?}");
-            assert_eq!(thread, "dp-watched-replica-1");
+            assert_eq!(thread, "dp-replica-1");
         }
         other => panic!("expected Stalled, got {other}"),
     }
@@ -245,6 +246,12 @@ fn under_redistribute_a_stalled_replica_is_left_out_and_training_matches_the_fau
         },
     )
     .expect("the stalled shard is run by the others");
+    // The stalled replica still sleeps on its worker: a Keras-style call goes on without it.
+    let x = Tensor::<NdAutodiff, 2>::zeros([6, 5], &NdArrayDevice::Cpu);
+    let y = redistributed
+        .try_forward(x, |model, x| model.mlp.forward(x))
+        .expect("a forward on the devices left");
+    assert_eq!(y.dims(), [6, 3]);
     assert!(
         began.elapsed() < Duration::from_secs(15),
         "{:?}",

@@ -222,8 +222,9 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
     /// device counts as lost and its rows go to the others. A replica cannot be stopped from
     /// outside: its thread is left to finish on its own and what it returns is dropped.
     ///
-    /// With a deadline, each step's replicas run on threads of their own, watched by the
-    /// caller, instead of the module's worker pool: a step costs a few thread starts more.
+    /// The replicas still run on the module's worker threads; the caller waits for them with a
+    /// timeout instead of joining them. A stalled replica keeps its worker busy until it ends,
+    /// and the other workers take the jobs it cannot.
     #[must_use]
     pub fn with_step_deadline(self, deadline: Duration) -> Self {
         Self {

@@ -22,7 +22,7 @@ use crate::gather::Gather;
 use crate::gradients::{sum_gradients, weighted_on_host};
 use crate::kind::Kind;
 use crate::replicate::{Replicate, replicate};
-use crate::run::{Job, Timing, run_each, run_watched};
+use crate::run::{Job, Timing, run_each, run_each_until, run_watched};
 use crate::scatter::{Scatter, ScatterContext};
 use crate::split::SplitPlan;
 use crate::state::{ReplicaState, collect_state, write_state};
@@ -193,24 +193,26 @@ where
             };
             (grads, output.item, state, timings)
         };
-        // Replicas on devices that can be lost, or under a deadline, run on threads that
-        // the caller watches and can leave behind.
-        let outcomes = if self.kinds.watched() || self.step_deadline.is_some() {
-            let outcomes = run_watched(
+        // Replicas on devices that can be lost run on threads that the caller watches and can
+        // leave behind; under a deadline, the caller waits for the workers with a timeout.
+        let outcomes = if self.kinds.watched() {
+            run_watched(
                 jobs,
                 &self.kinds,
                 &self.host,
                 Arc::new(work),
                 self.step_deadline,
-            );
-            outcomes
-                .into_iter()
-                .zip(&phases)
-                .map(|(outcome, phase)| outcome.map_err(|error| with_phase(error, phase)))
-                .collect()
+            )
+        } else if let Some(deadline) = self.step_deadline {
+            run_each_until(&self.workers, jobs, Arc::new(work), deadline, timing)?
         } else {
             run_each(&self.workers, jobs, &work, timing)?
         };
+        let outcomes = outcomes
+            .into_iter()
+            .zip(&phases)
+            .map(|(outcome, phase)| outcome.map_err(|error| with_phase(error, phase)))
+            .collect();
         Ok((outcomes, scattered))
     }
 

@@ -4,7 +4,8 @@
 use core::fmt::{self, Debug};
 use core::ops::Range;
 use std::panic::{self, AssertUnwindSafe};
-use std::sync::{Mutex, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use rayon::{ThreadPool, ThreadPoolBuilder};
 
@@ -32,6 +33,8 @@ pub(crate) struct Workers {
     threads: usize,
     /// The devices lost under `FailurePolicy::Redistribute`: shared by every clone.
     pub(crate) lost: LostDevices,
+    /// Jobs given up at a step deadline that still hold their worker.
+    pub(crate) stuck: Arc<AtomicUsize>,
     pool: OnceLock<core::result::Result<ThreadPool, String>>,
     /// How long each worker's jobs take per row: what `Split::Balanced` plans with.
     pub(crate) speeds: ReplicaSpeeds,
@@ -45,6 +48,7 @@ impl Workers {
         Self {
             threads,
             lost: LostDevices::default(),
+            stuck: Arc::default(),
             pool: OnceLock::new(),
             speeds: ReplicaSpeeds::default(),
             last_step: LastStep::default(),
@@ -61,7 +65,7 @@ impl Workers {
         Ok(self.pool()?.install(op))
     }
 
-    fn pool(&self) -> Result<&ThreadPool> {
+    pub(super) fn pool(&self) -> Result<&ThreadPool> {
         let pool = self.pool.get_or_init(|| {
             ThreadPoolBuilder::new()
                 .num_threads(self.threads)
@@ -144,23 +148,40 @@ where
         .iter()
         .map(|job| (job.index, format!("{:?}", job.device), job.rows.clone()))
         .collect();
-    // Each worker takes the job with its own index; a batch smaller than the device count
-    // leaves the last workers without one.
     let slots: Vec<Slot<'_, M, I, D>> = jobs
         .into_iter()
         .map(|job| Mutex::new(Some((job.replica, job.shard, job.device))))
         .collect();
-    let mut results = pool.broadcast(|context| {
-        let job = slots
-            .get(context.index())
-            .and_then(|slot| slot.lock().ok().and_then(|mut slot| slot.take()));
+    let run = |slot: &Slot<'_, M, I, D>| {
+        let job = slot.lock().ok().and_then(|mut slot| slot.take());
         job.map(|(replica, shard, device)| {
             let start = std::time::Instant::now();
             let result = panic::catch_unwind(AssertUnwindSafe(|| work(replica, shard, device)));
             (result, start.elapsed())
         })
-    });
-    results.truncate(described.len());
+    };
+    let results: Vec<_> = if workers.stuck.load(Ordering::Acquire) == 0 {
+        // Each worker takes the job with its own index; a batch smaller than the device count
+        // leaves the last workers without one.
+        let mut results = pool.broadcast(|context| slots.get(context.index()).and_then(run));
+        results.truncate(described.len());
+        results
+    } else {
+        // A worker still holds a job given up at a deadline: a broadcast would wait for it.
+        // Each job goes to the first free worker instead.
+        let done: Vec<Mutex<Option<_>>> = slots.iter().map(|_| Mutex::new(None)).collect();
+        pool.in_place_scope(|scope| {
+            for (slot, done) in slots.iter().zip(&done) {
+                scope.spawn(move |_| {
+                    let result = run(slot);
+                    *done.lock().unwrap_or_else(PoisonError::into_inner) = result;
+                });
+            }
+        });
+        done.into_iter()
+            .map(|done| done.into_inner().unwrap_or_else(PoisonError::into_inner))
+            .collect()
+    };
     Ok(results
         .into_iter()
         .zip(described)
