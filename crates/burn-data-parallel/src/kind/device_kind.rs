@@ -94,6 +94,18 @@ pub(crate) trait DeviceKind<B: Backend>: Debug + Send + Sync {
         )
     )]
     fn release(&self) {}
+
+    /// Gives up what `thread`, a replica's thread the caller has given up on, holds for this
+    /// kind's devices: called from the caller's thread, for a replica that will neither finish
+    /// nor panic (it waits on a device that is gone).
+    #[cfg_attr(
+        not(feature = "train"),
+        expect(
+            dead_code,
+            reason = "asked by watched threads, which only training uses"
+        )
+    )]
+    fn release_from(&self, _thread: std::thread::ThreadId) {}
 }
 
 /// A device kind, chosen once per device: kinds are stateless, so one value serves all.

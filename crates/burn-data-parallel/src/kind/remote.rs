@@ -9,7 +9,7 @@ use burn::tensor::backend::Backend;
 use super::device_kind::DeviceKind;
 use crate::error::{DataParallelError, Result};
 use crate::remote::server::{accepts_connections, probe, wake};
-use crate::remote::transfer::{give_up_turn, one_at_a_time};
+use crate::remote::transfer::{give_up_turn, one_at_a_time, take_turn_back_from};
 
 /// A device on a Burn server: an address, available while a server answers there.
 #[derive(Debug, Clone, Copy)]
@@ -77,5 +77,9 @@ impl<B: Backend> DeviceKind<B> for Remote {
 
     fn release(&self) {
         give_up_turn();
+    }
+
+    fn release_from(&self, thread: std::thread::ThreadId) {
+        take_turn_back_from(thread);
     }
 }

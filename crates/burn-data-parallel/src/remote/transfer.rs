@@ -1,12 +1,13 @@
 //! Moves to and between remote devices, one tensor at a time.
 
 use std::cell::Cell;
-use std::sync::{Condvar, Mutex};
+use std::sync::{Condvar, Mutex, PoisonError};
+use std::thread::{self, ThreadId};
 
 use burn::tensor::backend::Backend;
 
-/// Whether a remote transfer is under way in this process.
-static BUSY: Mutex<bool> = Mutex::new(false);
+/// The thread whose remote transfer is under way in this process, if any.
+static TURN: Mutex<Option<ThreadId>> = Mutex::new(None);
 static FREED: Condvar = Condvar::new();
 
 thread_local! {
@@ -19,14 +20,12 @@ struct Turn;
 
 impl Turn {
     fn take() -> Self {
-        // The flag guards no data, so a poisoned lock is still a good lock.
-        let mut busy = BUSY.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        while *busy {
-            busy = FREED
-                .wait(busy)
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        // The lock guards only the holder's id, so a poisoned lock is still a good lock.
+        let mut turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
+        while turn.is_some() {
+            turn = FREED.wait(turn).unwrap_or_else(PoisonError::into_inner);
         }
-        *busy = true;
+        *turn = Some(thread::current().id());
         HOLDS_TURN.with(|holds| holds.set(true));
         Turn
     }
@@ -39,11 +38,22 @@ impl Drop for Turn {
 }
 
 /// Ends this thread's turn, if it has one: on drop, and for a thread that stops for good in
-/// the middle of a transfer (see `lost`).
+/// the middle of a transfer (see `lost`). A turn taken back from it meanwhile stays with
+/// whoever holds it now.
 pub(crate) fn give_up_turn() {
     if HOLDS_TURN.with(|holds| holds.replace(false)) {
-        *BUSY.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = false;
-        FREED.notify_one();
+        take_turn_back_from(thread::current().id());
+    }
+}
+
+/// Ends the turn of `thread`, if it holds it: for a replica's thread that its caller gave up
+/// while it waits, forever, on a transfer with a lost server, and that will neither finish nor
+/// panic. Its transfer is abandoned; the others go on.
+pub(crate) fn take_turn_back_from(thread: ThreadId) {
+    let mut turn = TURN.lock().unwrap_or_else(PoisonError::into_inner);
+    if *turn == Some(thread) {
+        *turn = None;
+        FREED.notify_all();
     }
 }
 

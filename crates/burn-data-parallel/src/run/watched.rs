@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Once};
-use std::thread;
+use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
 use burn::tensor::backend::Backend;
@@ -91,6 +91,7 @@ where
         .collect();
     let (sender, receiver) = mpsc::channel();
     let mut outcomes: Vec<Option<Outcome<O>>> = described.iter().map(|_| None).collect();
+    let mut threads: Vec<Option<ThreadId>> = vec![None; described.len()];
     for (position, job) in jobs.into_iter().enumerate() {
         let (sender, work, device) = (sender.clone(), work.clone(), job.device.clone());
         let watched = [
@@ -109,16 +110,29 @@ where
                     };
                 let _ = sender.send((position, outcome));
             });
-        if let Err(error) = started {
-            outcomes[position] = Some(Outcome::NotStarted(error.to_string()));
+        match started {
+            Ok(handle) => threads[position] = Some(handle.thread().id()),
+            Err(error) => outcomes[position] = Some(Outcome::NotStarted(error.to_string())),
         }
     }
     drop(sender);
+    // A replica given up on may wait forever on a lost server, holding what its transfer
+    // needs (Burn 0.21's remote transfers go one at a time): the others must not wait for it.
+    let give_up = |position: usize| {
+        if let Some(thread) = threads[position] {
+            described[position].kind.release_from(thread);
+            host_kind.release_from(thread);
+        }
+    };
 
     while outcomes.iter().any(Option::is_none) {
         let waited = started_at.elapsed();
         if let Some(deadline) = deadline.filter(|&deadline| waited >= deadline) {
-            for outcome in outcomes.iter_mut().filter(|outcome| outcome.is_none()) {
+            for (position, outcome) in outcomes.iter_mut().enumerate() {
+                if outcome.is_some() {
+                    continue;
+                }
+                give_up(position);
                 *outcome = Some(Outcome::Stalled(waited.max(deadline)));
             }
             break;
@@ -136,7 +150,8 @@ where
                 if host_lost.is_some() {
                     host_kind.wake(host);
                 }
-                for (Described { device, kind, .. }, outcome) in described.iter().zip(&mut outcomes)
+                for (position, (Described { device, kind, .. }, outcome)) in
+                    described.iter().zip(&mut outcomes).enumerate()
                 {
                     if outcome.is_some() {
                         continue;
@@ -151,6 +166,7 @@ where
                         (None, None) => None,
                     };
                     if let Some(lost) = lost {
+                        give_up(position);
                         *outcome = Some(Outcome::Lost(lost));
                     }
                 }
