@@ -278,16 +278,23 @@ fn run_in_own_process(name: &str) {
     );
 }
 
+/// The body of a scenario that [`run_in_own_process`] runs: nothing in the ordinary test run;
+/// in its own process, `checks`, then an exit with [`SCENARIO_PASSED`] when they passed.
+fn as_scenario(checks: impl FnOnce() + std::panic::UnwindSafe) {
+    if std::env::var_os(SCENARIO).is_none() {
+        return;
+    }
+    let passed = std::panic::catch_unwind(checks).is_ok();
+    std::process::exit(if passed { SCENARIO_PASSED } else { 1 });
+}
+
 /// Run by [`under_redistribute_a_server_lost_in_the_middle_of_a_step_costs_nothing`] in a
 /// process of its own: ten Adam steps of a `DataParallel` that loses a server in the middle of
 /// the first, against the same ten steps on the server that stays, without a loss.
 #[test]
 #[ignore = "run in its own process by under_redistribute_a_server_lost_..."]
 fn lost_mid_step_redistributed_scenario() {
-    if std::env::var_os(SCENARIO).is_none() {
-        return;
-    }
-    let checks = std::panic::catch_unwind(|| {
+    as_scenario(|| {
         let BeforeLoss {
             servers,
             doomed,
@@ -334,18 +341,14 @@ fn lost_mid_step_redistributed_scenario() {
             .fold(0.0, f32::max);
         assert!(worst <= 1e-6, "worst relative difference {worst:e}");
     });
-    std::process::exit(if checks.is_ok() { SCENARIO_PASSED } else { 1 });
 }
 
-/// Run by the test above in a process of its own: exits with [`SCENARIO_PASSED`] when every
-/// check passes.
+/// Run by [`a_server_lost_in_the_middle_of_a_step_is_a_lost_device_and_the_template_stays`] in
+/// a process of its own.
 #[test]
 #[ignore = "run in its own process by a_server_lost_in_the_middle_of_a_step_..."]
 fn lost_mid_step_scenario() {
-    if std::env::var_os(SCENARIO).is_none() {
-        return;
-    }
-    let checks = std::panic::catch_unwind(|| {
+    as_scenario(|| {
         let BeforeLoss {
             servers,
             doomed,
@@ -374,5 +377,4 @@ fn lost_mid_step_scenario() {
         dp.try_train_step(batch_on(&host))
             .expect("a step without the lost server");
     });
-    std::process::exit(if checks.is_ok() { SCENARIO_PASSED } else { 1 });
 }

@@ -184,21 +184,8 @@ where
 
 #[cfg(test)]
 mod tests {
+    use super::super::pool::tests::jobs;
     use super::*;
-
-    fn jobs(devices: &[u32]) -> Vec<Job<'_, u32, u32, u32>> {
-        devices
-            .iter()
-            .enumerate()
-            .map(|(index, device)| Job {
-                index,
-                replica: index as u32,
-                shard: 0,
-                device,
-                rows: index..index + 1,
-            })
-            .collect()
-    }
 
     #[test]
     fn a_job_past_the_deadline_is_stalled_and_its_worker_delays_no_one() {

@@ -209,12 +209,13 @@ where
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::thread;
 
-    fn jobs(devices: &[u32]) -> Vec<Job<'_, u32, u32, u32>> {
+    /// One job per device of `devices`, job `i` with replica `i` and shard `10 i`.
+    pub(in crate::run) fn jobs(devices: &[u32]) -> Vec<Job<'_, u32, u32, u32>> {
         devices
             .iter()
             .enumerate()
