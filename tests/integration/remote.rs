@@ -231,6 +231,29 @@ fn a_server_stopped_between_steps_is_a_lost_device_and_the_template_stays() {
     });
 }
 
+#[test]
+fn under_redistribute_a_server_stopped_between_steps_is_left_out() {
+    within(LIMIT, || {
+        let BeforeLoss {
+            servers,
+            mut doomed,
+            dp,
+            ..
+        } = one_step_before_a_loss(|model| model);
+        let dp = dp.with_failure_policy(FailurePolicy::Redistribute);
+        let lost = doomed.device();
+        doomed.stop();
+        dp.try_train_step(batch_on(&servers[0].device()))
+            .expect("the step goes on without the stopped server");
+        let lost_devices: Vec<String> = dp
+            .lost_devices()
+            .iter()
+            .map(|device| format!("{device:?}"))
+            .collect();
+        assert_eq!(lost_devices, vec![format!("{lost:?}")]);
+    });
+}
+
 /// Set in the child process that runs [`lost_mid_step_scenario`].
 const SCENARIO: &str = "BURN_DATA_PARALLEL_LOST_MID_STEP";
 

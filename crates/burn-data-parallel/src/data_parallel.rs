@@ -413,32 +413,21 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
     /// from this call on, while another remains.
     pub(crate) fn plan<I: Scatter<B>>(&self, input: &I) -> Result<SplitPlan> {
         let rows = batch_size(input)?;
-        if self.failure_policy == FailurePolicy::Redistribute {
-            self.leave_out_lost_devices();
-        }
-        let plan = self.split_plan(rows)?;
-        let used: Vec<usize> = (0..plan.len()).map(|shard| plan.device(shard)).collect();
-        self.kinds
-            .check_reachable(&self.host, &self.devices, &used)?;
-        Ok(plan)
-    }
-
-    /// Records as lost every replica device in use that can no longer be reached, keeping at
-    /// least one: with none left, the plan's own check reports the loss.
-    fn leave_out_lost_devices(&self) {
-        let live = self.workers.lost.live(self.devices.len());
-        let mut left = live.len();
-        for index in live {
-            if left == 1 {
-                break;
-            }
-            if let Some(reason) = self.kinds.replica(index).lost(&self.devices[index]) {
-                self.workers.lost.record(index);
-                left -= 1;
-                log::warn!(
-                    "DataParallel: device {:?} is left out from now on: {reason}",
-                    self.devices[index]
-                );
+        loop {
+            let plan = self.split_plan(rows)?;
+            let used: Vec<usize> = (0..plan.len()).map(|shard| plan.device(shard)).collect();
+            match self.kinds.check_reachable(&self.host, &self.devices, &used) {
+                Ok(()) => return Ok(plan),
+                // A lost replica device leaves the plan while another remains, and the plan
+                // is made again without it.
+                Err((Some(index), error))
+                    if self.failure_policy == FailurePolicy::Redistribute
+                        && self.workers.lost.live(self.devices.len()).len() > 1 =>
+                {
+                    self.workers.lost.record(index);
+                    log::warn!("DataParallel: a device is left out from now on: {error}");
+                }
+                Err((_, error)) => return Err(error),
             }
         }
     }

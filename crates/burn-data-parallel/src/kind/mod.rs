@@ -85,28 +85,30 @@ impl<B: Backend> DeviceKinds<B> {
     ///
     /// # Errors
     ///
-    /// [`DeviceLost`](DataParallelError::DeviceLost) for the first device that cannot.
+    /// [`DeviceLost`](DataParallelError::DeviceLost) for the first device that cannot, with its
+    /// index in `devices` when it is a replica's (`None` for the host).
     pub(crate) fn check_reachable(
         &self,
         host: &B::Device,
         devices: &[B::Device],
         used: &[usize],
-    ) -> Result<()> {
+    ) -> core::result::Result<(), (Option<usize>, DataParallelError)> {
         let mut checked: Vec<&B::Device> = Vec::new();
-        let all = core::iter::once((host, self.host)).chain(
+        let all = core::iter::once((None, host, self.host)).chain(
             used.iter()
-                .map(|&index| (&devices[index], self.replicas[index])),
+                .map(|&index| (Some(index), &devices[index], self.replicas[index])),
         );
-        for (device, kind) in all {
+        for (index, device, kind) in all {
             if checked.contains(&device) {
                 continue;
             }
             checked.push(device);
             if let Some(reason) = kind.lost(device) {
-                return Err(DataParallelError::DeviceLost {
+                let error = DataParallelError::DeviceLost {
                     device: format!("{device:?}"),
                     reason,
-                });
+                };
+                return Err((index, error));
             }
         }
         Ok(())

@@ -99,6 +99,16 @@ where
         });
     }
 
+    // A job whose work panicked, as the error that names its device and rows.
+    let panicked = |position: usize, payload: &(dyn core::any::Any + Send)| {
+        let (index, device, rows) = &described[position];
+        DataParallelError::ReplicaPanicked {
+            index: *index,
+            device: device.clone(),
+            rows: rows.clone(),
+            message: panic_message(payload),
+        }
+    };
     let mut outcomes: Vec<Option<Result<O>>> = described.iter().map(|_| None).collect();
     while outcomes.iter().any(Option::is_none) {
         let waited = started.elapsed();
@@ -110,7 +120,7 @@ where
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => break,
         };
-        let (index, device, rows) = &described[position];
+        let (index, _, rows) = &described[position];
         outcomes[position] = Some(match result {
             Ok(done) => {
                 if timing == Timing::Record {
@@ -118,12 +128,7 @@ where
                 }
                 Ok(done)
             }
-            Err(payload) => Err(DataParallelError::ReplicaPanicked {
-                index: *index,
-                device: device.clone(),
-                rows: rows.clone(),
-                message: panic_message(payload.as_ref()),
-            }),
+            Err(payload) => Err(panicked(position, payload.as_ref())),
         });
     }
     // Jobs that finished in the meantime still count; the others are given up, and their
@@ -138,26 +143,21 @@ where
             .unwrap_or_else(PoisonError::into_inner)
             .take()
             .is_some();
+        // Counted before the job is marked: its worker, seeing the mark, may end at once and
+        // take its count back.
+        workers.stuck.fetch_add(1, Ordering::AcqRel);
         let given_up = states[position].compare_exchange(
             RUNNING,
             GIVEN_UP,
             Ordering::AcqRel,
             Ordering::Acquire,
         );
-        if given_up.is_ok() && !never_started {
-            workers.stuck.fetch_add(1, Ordering::AcqRel);
+        if given_up.is_err() || never_started {
+            workers.stuck.fetch_sub(1, Ordering::AcqRel);
         }
     }
     while let Ok((position, result, _)) = receiver.try_recv() {
-        let (index, device, rows) = &described[position];
-        outcomes[position] = Some(
-            result.map_err(|payload| DataParallelError::ReplicaPanicked {
-                index: *index,
-                device: device.clone(),
-                rows: rows.clone(),
-                message: panic_message(payload.as_ref()),
-            }),
-        );
+        outcomes[position] = Some(result.map_err(|payload| panicked(position, payload.as_ref())));
     }
     let waited = started.elapsed();
     let takers = takers
