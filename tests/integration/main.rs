@@ -11,6 +11,7 @@ mod gpu_check;
 mod keras_forward;
 mod keras_parallel;
 mod learner;
+mod normalisers;
 mod optimizer_records;
 mod outputs;
 mod properties;

@@ -5,6 +5,7 @@
 
 pub mod exactness;
 pub mod learner;
+pub mod masked;
 pub mod remote;
 
 use burn::backend::flex::FlexDevice;

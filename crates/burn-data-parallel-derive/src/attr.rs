@@ -1,4 +1,5 @@
-//! Field attributes: `#[scatter(broadcast | skip)]` and `#[gather(mean | sum | first | skip)]`.
+//! Field attributes: `#[scatter(broadcast | normaliser | skip)]` and
+//! `#[gather(loss | mean | sum | first | skip)]`.
 
 use syn::{Attribute, Ident};
 
@@ -34,6 +35,10 @@ pub(crate) enum Rule {
     Each,
     /// Scatter: clone it to every replica.
     Broadcast,
+    /// Scatter: split it, and count what the loss averages over by summing its rows.
+    Normaliser,
+    /// Gather: merged as the inner model reduced its loss (`GatherContext::loss`).
+    Loss,
     /// Gather: the shard-weighted mean.
     Mean,
     /// Gather: the sum.
@@ -83,6 +88,8 @@ pub(crate) fn rule(attrs: &[Attribute], derive: Trait) -> syn::Result<Rule> {
 fn parse_rule(ident: &Ident, derive: Trait) -> Option<Rule> {
     let rule = match (derive, ident.to_string().as_str()) {
         (Trait::Scatter, "broadcast") => Rule::Broadcast,
+        (Trait::Scatter, "normaliser") => Rule::Normaliser,
+        (Trait::Gather, "loss") => Rule::Loss,
         (Trait::Gather, "mean") => Rule::Mean,
         (Trait::Gather, "sum") => Rule::Sum,
         (Trait::Gather, "first") => Rule::First,
@@ -94,7 +101,7 @@ fn parse_rule(ident: &Ident, derive: Trait) -> Option<Rule> {
 
 fn expected(derive: Trait) -> &'static str {
     match derive {
-        Trait::Scatter => "expected `broadcast` or `skip`",
-        Trait::Gather => "expected `mean`, `sum`, `first` or `skip`",
+        Trait::Scatter => "expected `broadcast`, `normaliser` or `skip`",
+        Trait::Gather => "expected `loss`, `mean`, `sum`, `first` or `skip`",
     }
 }

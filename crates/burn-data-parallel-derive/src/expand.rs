@@ -66,6 +66,7 @@ fn scatter(input: &Struct<'_>, backend: &Ident) -> TokenStream {
     let mut sizes = Vec::new();
     let mut shard = Vec::new();
     let mut floats = Vec::new();
+    let mut normalisers = Vec::new();
     for field in &input.fields {
         let (member, ty) = (&field.member, field.ty);
         let span = ty.span();
@@ -96,6 +97,25 @@ fn scatter(input: &Struct<'_>, backend: &Ident) -> TokenStream {
                 floats.push(
                     quote_spanned!(span=> <#ty as #trait_>::visit_floats(&self.#member, visit);),
                 );
+                normalisers.push(if field.rule == Rule::Normaliser {
+                    bounds.extend(bound(
+                        input,
+                        backend,
+                        field,
+                        quote!(::burn_data_parallel::Normaliser<#backend>),
+                    ));
+                    quote_spanned!(span=> let total = #private::add_normaliser(
+                        total,
+                        ::core::option::Option::Some(
+                            <#ty as ::burn_data_parallel::Normaliser<#backend>>::total(&self.#member, ::core::clone::Clone::clone(&rows)),
+                        ),
+                    );)
+                } else {
+                    quote_spanned!(span=> let total = #private::add_normaliser(
+                        total,
+                        <#ty as #trait_>::normaliser(&self.#member, ::core::clone::Clone::clone(&rows)),
+                    );)
+                });
             }
         }
     }
@@ -121,6 +141,13 @@ fn scatter(input: &Struct<'_>, backend: &Ident) -> TokenStream {
             #[allow(unused_variables)]
             fn visit_floats(&self, visit: &mut dyn FnMut(#private::Tensor<#backend, 1>)) {
                 #(#floats)*
+            }
+
+            #[allow(unused_variables)]
+            fn normaliser(&self, rows: #private::Range<usize>) -> ::core::option::Option<f64> {
+                let total = ::core::option::Option::None;
+                #(#normalisers)*
+                total
             }
         }
     }
@@ -166,6 +193,7 @@ fn gather(input: &Struct<'_>, backend: &Ident) -> TokenStream {
                 )?.0
             ),
             Rule::First => quote_spanned!(span=> #private::first(#column)?),
+            Rule::Loss => quote_spanned!(span=> #private::loss(#column, context)?),
             _ => {
                 bounds.extend(bound(input, backend, field, trait_.clone()));
                 quote_spanned!(span=> <#ty as #trait_>::gather(#column, context)?)

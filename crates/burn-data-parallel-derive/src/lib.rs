@@ -20,7 +20,10 @@ use syn::{DeriveInput, parse_macro_input};
 ///
 /// Field attributes: `#[scatter(broadcast)]` gives every replica a clone of the field (values
 /// without a batch dimension; the type must be `Clone`), `#[scatter(skip)]` gives every
-/// replica `Default::default()`. Every other field must implement `Scatter`.
+/// replica `Default::default()`, and `#[scatter(normaliser)]` splits the field as usual and
+/// declares it what the loss averages over (a mask, per-row weights: the sum of a shard's rows
+/// is its count; the type must implement `burn_data_parallel::Normaliser`). Every other field
+/// must implement `Scatter`.
 #[proc_macro_derive(Scatter, attributes(scatter))]
 pub fn derive_scatter(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
@@ -30,7 +33,9 @@ pub fn derive_scatter(input: TokenStream) -> TokenStream {
 /// Derives `burn_data_parallel::Gather` for a struct whose fields can be merged from the
 /// replicas' outputs.
 ///
-/// Field attributes: `#[gather(mean)]` merges a float tensor as the shard-weighted mean,
+/// Field attributes: `#[gather(loss)]` merges a float tensor as the inner model reduced its
+/// loss (`GatherContext::loss`: the shard-weighted mean, weighted by a declared normaliser's
+/// counts when the input has one, or the sum), `#[gather(mean)]` as the shard-weighted mean,
 /// `#[gather(sum)]` as the sum, `#[gather(first)]` keeps the first replica's value (values the
 /// same on every replica), `#[gather(skip)]` gives `Default::default()`. Every other field
 /// must implement `Gather`.

@@ -151,7 +151,7 @@ where
         let (replicas, outputs): (Vec<M>, Vec<O>) = results.into_iter().unzip();
 
         let cuts = Cuts::<B>::default();
-        let output = O::gather(outputs, &self.gather_context(&plan).cutting(&cuts))?;
+        let output = O::gather(outputs, &self.gather_context(&plan, &input).cutting(&cuts))?;
         let states = replicas.iter().map(collect_state).collect();
         write_state(&self.template, states, &plan.weights(), self.to_host());
         let pending = ParallelBackward {

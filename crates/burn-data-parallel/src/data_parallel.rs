@@ -14,6 +14,7 @@ use crate::gather::{Gather, GatherContext};
 use crate::gradients::ReduceOn;
 use crate::graph::join_graphs;
 use crate::kind::DeviceKinds;
+use crate::normaliser::shard_weights;
 use crate::reduce::Reduction;
 use crate::replicate::{Replicate, module_bytes, replicate};
 use crate::run::{Job, Timing, Workers, run_replicas};
@@ -400,7 +401,7 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
                 return Err(error);
             }
         };
-        O::gather(outputs, &self.gather_context(&plan))
+        O::gather(outputs, &self.gather_context(&plan, &input))
     }
 
     /// How `input` is split over this module's devices.
@@ -493,8 +494,18 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
         }
     }
 
-    /// Where and how outputs of a call split by `plan` are merged.
-    pub(crate) fn gather_context<'a>(&'a self, plan: &'a SplitPlan) -> GatherContext<'a, B> {
-        GatherContext::to(self.to_host(), plan, self.reduction)
+    /// Where and how outputs of a call on `input` split by `plan` are merged: losses weighted
+    /// as [`shard_weights`] gives, when the input declares a normaliser.
+    pub(crate) fn gather_context<'a, I: Scatter<B>>(
+        &'a self,
+        plan: &'a SplitPlan,
+        input: &I,
+    ) -> GatherContext<'a, B> {
+        let context = GatherContext::to(self.to_host(), plan, self.reduction);
+        if input.normaliser(0..plan.batch_size()).is_some() {
+            context.with_loss_weights(shard_weights(self.reduction, plan, input))
+        } else {
+            context
+        }
     }
 }

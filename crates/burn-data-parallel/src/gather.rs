@@ -56,6 +56,8 @@ pub struct GatherContext<'a, B: Backend> {
     reduction: Reduction,
     /// Set by `forward_parallel`: float merges become fresh leaves, recorded here.
     cuts: Option<&'a Cuts<B>>,
+    /// The weights of the shards' losses when the input declared a normaliser.
+    loss_weights: Option<Vec<f64>>,
 }
 
 impl<'a, B: Backend> GatherContext<'a, B> {
@@ -75,6 +77,7 @@ impl<'a, B: Backend> GatherContext<'a, B> {
             plan,
             reduction,
             cuts: None,
+            loss_weights: None,
         }
     }
 
@@ -141,22 +144,35 @@ impl<'a, B: Backend> GatherContext<'a, B> {
     ///
     /// [`DataParallelError::Gather`] when `parts` is empty.
     pub fn weighted_mean<const D: usize>(&self, parts: Vec<Tensor<B, D>>) -> Result<Tensor<B, D>> {
-        let weights = self.plan.weights();
+        self.weighted(parts, self.plan.weights())
+    }
+
+    /// `Σ w_i · x_i` on the host, summed in device order. A part of weight 0 is left out
+    /// (a shard that holds none of what a loss averages over has a loss of 0/0).
+    fn weighted<const D: usize>(
+        &self,
+        parts: Vec<Tensor<B, D>>,
+        weights: Vec<f64>,
+    ) -> Result<Tensor<B, D>> {
         if let Some(cuts) = self.cuts {
-            let split = CutSplit::Scaled(weights);
+            let split = CutSplit::Scaled(weights.clone());
             return merge_cut(cuts, &self.host, parts, split, |parts| {
-                self.uncut().weighted_mean(parts)
+                self.uncut().weighted(parts, weights)
             });
         }
-        let weighted = parts.into_iter().zip(weights).map(|(part, weight)| {
-            let part = self.to_host(part);
-            // A single shard has weight 1: leave it bit for bit as it is.
-            if weight == 1.0 {
-                part
-            } else {
-                part.mul_scalar(weight)
-            }
-        });
+        let weighted = parts
+            .into_iter()
+            .zip(weights)
+            .filter(|(_, weight)| *weight != 0.0)
+            .map(|(part, weight)| {
+                let part = self.to_host(part);
+                // A single shard has weight 1: leave it bit for bit as it is.
+                if weight == 1.0 {
+                    part
+                } else {
+                    part.mul_scalar(weight)
+                }
+            });
         weighted.reduce(Tensor::add).ok_or_else(no_parts)
     }
 
@@ -188,16 +204,27 @@ impl<'a, B: Backend> GatherContext<'a, B> {
     }
 
     /// Merges per-shard losses as the inner model reduced them: the
-    /// [weighted mean](Self::weighted_mean) for [`Reduction::Mean`], the [sum](Self::sum) for
-    /// [`Reduction::Sum`].
+    /// [weighted mean](Self::weighted_mean) for [`Reduction::Mean`] (weighted by the counts a
+    /// declared [normaliser](crate::Normaliser) gives, when the input has one), the
+    /// [sum](Self::sum) for [`Reduction::Sum`].
     ///
     /// # Errors
     ///
     /// [`DataParallelError::Gather`] when `parts` is empty.
     pub fn loss<const D: usize>(&self, parts: Vec<Tensor<B, D>>) -> Result<Tensor<B, D>> {
-        match self.reduction {
-            Reduction::Mean => self.weighted_mean(parts),
-            Reduction::Sum => self.sum(parts),
+        match (self.reduction, &self.loss_weights) {
+            (Reduction::Mean, Some(weights)) => self.weighted(parts, weights.clone()),
+            (Reduction::Mean, None) => self.weighted_mean(parts),
+            (Reduction::Sum, _) => self.sum(parts),
+        }
+    }
+
+    /// The same context, with losses weighted by `weights` (one per shard) instead of the
+    /// shards' rows: the weights a declared [normaliser](crate::Normaliser) gives.
+    pub(crate) fn with_loss_weights(self, weights: Vec<f64>) -> Self {
+        Self {
+            loss_weights: Some(weights),
+            ..self
         }
     }
 }

@@ -20,6 +20,11 @@ pub(crate) fn weighted_on_host<B: AutodiffBackend, M: AutodiffModule<B>>(
     weight: f64,
     host: Destination<'_, B>,
 ) -> GradientsParams {
+    if weight == 0.0 {
+        // A shard that holds none of what the loss averages over: its loss, and so its
+        // gradients, are 0/0, and its share of the batch's gradient is nothing.
+        return GradientsParams::new();
+    }
     let mut visitor = Weigh::<B> {
         grads: &mut grads,
         weight,

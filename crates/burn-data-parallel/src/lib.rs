@@ -54,8 +54,8 @@
 //! - [`Scatter`] and [`Gather`]: what crosses the split, for tensors, tuples, `Vec`, `Option`
 //!   and arrays, each given a context ([`ScatterContext`], [`GatherContext`]) that says where
 //!   its data goes; [`Broadcast`], [`Mean`] and [`Sum`] for values without a batch dimension;
-//!   `#[derive(Scatter, Gather)]` for structs, with `#[scatter(broadcast | skip)]` and
-//!   `#[gather(mean | sum | first | skip)]` on fields.
+//!   `#[derive(Scatter, Gather)]` for structs, with `#[scatter(broadcast | normaliser | skip)]` and
+//!   `#[gather(loss | mean | sum | first | skip)]` on fields.
 //! - [`SplitPlan`]: which rows go to which replica.
 //! - [`Reduction`]: how the inner model's loss is reduced, which decides gradient weights.
 //!
@@ -86,6 +86,7 @@ mod gradients;
 mod graph;
 mod kind;
 mod module;
+mod normaliser;
 mod reduce;
 #[cfg(feature = "remote")]
 mod remote;
@@ -146,6 +147,7 @@ pub use failure::FailurePolicy;
 pub use gather::{Gather, GatherContext, Mean, Sum};
 #[cfg(feature = "cuda")]
 pub use kind::cuda::cuda_driver_present;
+pub use normaliser::{Normalised, Normaliser};
 pub use reduce::Reduction;
 pub use scatter::{Broadcast, Scatter, ScatterContext, batch_size};
 pub use split::SplitPlan;

@@ -11,19 +11,11 @@ use serde::{Deserialize, Serialize};
 pub enum Reduction {
     /// The loss is a mean over the batch (Burn's default, e.g. `CrossEntropyLoss`): the gradient
     /// of shard `i` is weighted by `n_i / n`, and losses are merged as the same weighted mean.
+    /// When the input declares what the loss averages over (a
+    /// [normaliser](crate::Normaliser): valid tokens, mask pixels, total class weight), the
+    /// weights are `c_i / c` instead.
     #[default]
     Mean,
     /// The loss is a sum over the batch: gradients and losses are summed.
     Sum,
-}
-
-#[cfg(feature = "train")]
-impl Reduction {
-    /// The weight of each shard's gradient, given the shards' shares of the batch.
-    pub(crate) fn gradient_weights(self, shares: Vec<f64>) -> Vec<f64> {
-        match self {
-            Reduction::Mean => shares,
-            Reduction::Sum => vec![1.0; shares.len()],
-        }
-    }
 }

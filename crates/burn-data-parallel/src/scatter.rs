@@ -6,6 +6,7 @@ use core::ops::Range;
 use burn::tensor::{BasicOps, Tensor, backend::Backend};
 
 use crate::error::{DataParallelError, Result};
+use crate::normaliser;
 use crate::traffic::Direction;
 use crate::transfer::Destination;
 
@@ -54,6 +55,19 @@ pub trait Scatter<B: Backend>: Sized {
     /// tensors.
     fn visit_floats(&self, visit: &mut dyn FnMut(Tensor<B, 1>)) {
         let _ = visit;
+    }
+
+    /// What the inner model's loss averages over in `rows` of this value, when that is not
+    /// the rows themselves: the count of valid tokens or mask pixels, or the total class
+    /// weight, in those rows.
+    ///
+    /// `None` (the default) means a mean over rows. Containers return the sum of what their
+    /// parts declare; a derived struct, what its `#[scatter(normaliser)]` fields count (see
+    /// [`Normaliser`](crate::Normaliser)). The per-replica step weights shard `i` by
+    /// `c_i / c` when the input declares one.
+    fn normaliser(&self, rows: Range<usize>) -> Option<f64> {
+        let _ = rows;
+        None
     }
 }
 
@@ -211,6 +225,12 @@ impl<B: Backend, T: Scatter<B>> Scatter<B> for Vec<T> {
         self.iter().for_each(|item| item.batch_sizes(sizes));
     }
 
+    fn normaliser(&self, rows: Range<usize>) -> Option<f64> {
+        self.iter()
+            .map(|item| item.normaliser(rows.clone()))
+            .fold(None, normaliser::add)
+    }
+
     fn visit_floats(&self, visit: &mut dyn FnMut(Tensor<B, 1>)) {
         self.iter().for_each(|item| item.visit_floats(visit));
     }
@@ -225,6 +245,12 @@ impl<B: Backend, T: Scatter<B>> Scatter<B> for Vec<T> {
 impl<B: Backend, T: Scatter<B>, const N: usize> Scatter<B> for [T; N] {
     fn batch_sizes(&self, sizes: &mut Vec<usize>) {
         self.iter().for_each(|item| item.batch_sizes(sizes));
+    }
+
+    fn normaliser(&self, rows: Range<usize>) -> Option<f64> {
+        self.iter()
+            .map(|item| item.normaliser(rows.clone()))
+            .fold(None, normaliser::add)
     }
 
     fn visit_floats(&self, visit: &mut dyn FnMut(Tensor<B, 1>)) {
@@ -247,6 +273,10 @@ impl<B: Backend, T: Scatter<B>> Scatter<B> for Option<T> {
         self.as_ref().map(|item| item.shard(rows, context))
     }
 
+    fn normaliser(&self, rows: Range<usize>) -> Option<f64> {
+        self.as_ref().and_then(|item| item.normaliser(rows))
+    }
+
     fn visit_floats(&self, visit: &mut dyn FnMut(Tensor<B, 1>)) {
         if let Some(item) = self {
             item.visit_floats(visit);
@@ -267,6 +297,12 @@ macro_rules! scatter_tuple {
 
             fn visit_floats(&self, visit: &mut dyn FnMut(Tensor<B, 1>)) {
                 $(self.$index.visit_floats(visit);)+
+            }
+
+            fn normaliser(&self, rows: Range<usize>) -> Option<f64> {
+                let total = None;
+                $(let total = normaliser::add(total, self.$index.normaliser(rows.clone()));)+
+                total
             }
         }
     };

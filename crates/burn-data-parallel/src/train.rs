@@ -21,6 +21,7 @@ use crate::failure::{FailurePolicy, redistribute};
 use crate::gather::Gather;
 use crate::gradients::{sum_gradients, weighted_on_host};
 use crate::kind::Kind;
+use crate::normaliser::shard_weights;
 use crate::replicate::{Replicate, replicate};
 use crate::run::{Job, Timing, run_each, run_each_until, run_watched};
 use crate::scatter::{Scatter, ScatterContext};
@@ -112,7 +113,7 @@ where
             states.push(state);
             replicas.push(timings);
         }
-        let item = M::Output::gather(items, &self.gather_context(&plan))?;
+        let item = M::Output::gather(items, &self.gather_context(&plan, &input))?;
         let gathered = Instant::now();
         let grads = sum_gradients(&self.template, grads, self.reduce_on())?;
         let reduced = Instant::now();
@@ -145,7 +146,7 @@ where
         timing: Timing,
     ) -> Result<(Vec<Result<ReplicaDone<M>>>, Duration)> {
         let started = Instant::now();
-        let weights = self.reduction.gradient_weights(plan.weights());
+        let weights = shard_weights(self.reduction, plan, input);
         // `valid()` gives each replica running state of its own (clones would share the
         // template's). The rest happens on each replica's worker, in parallel: `fork` makes
         // fresh leaves on the replica's device, and the gradients come back weighted.
