@@ -25,7 +25,7 @@ const TOLERANCE: f32 = 1e-6;
 /// Rows that are all padding in step `step`: two at every third step, so that with four
 /// replicas the first shard (rows 0..2) has nothing to average over.
 fn empty_rows(step: usize) -> usize {
-    if step % 3 == 0 { 2 } else { 0 }
+    if step.is_multiple_of(3) { 2 } else { 0 }
 }
 
 /// The tagger with its batch's count left undeclared: the same model and loss, a tuple input
