@@ -20,5 +20,6 @@ mod remote;
 mod resume;
 mod split;
 mod state;
+mod sync_batch_norm;
 mod timings;
 mod traffic;

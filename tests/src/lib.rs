@@ -7,6 +7,7 @@ pub mod exactness;
 pub mod learner;
 pub mod masked;
 pub mod remote;
+pub mod sync_norm;
 
 use burn::backend::flex::FlexDevice;
 use burn::backend::ndarray::NdArrayDevice;

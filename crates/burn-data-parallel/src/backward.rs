@@ -9,6 +9,8 @@
 //! replica its slice of the merged output's gradient, and each worker runs its replica's
 //! backward pass in parallel; the replicas' gradients are added on the workers, along a fixed tree over device order.
 
+use std::sync::Arc;
+
 use burn::module::AutodiffModule;
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
@@ -20,10 +22,12 @@ use crate::error::Result;
 use crate::gather::Gather;
 use crate::gradients::{sum_gradients, weighted_on_host};
 use crate::replicate::{Replicate, replicate};
-use crate::run::{Job, Timing, run_replicas};
+use crate::run::{Job, Timing, run_replicas, with_ranks};
 use crate::scatter::{Scatter, ScatterContext};
 use crate::split::SplitPlan;
 use crate::state::{collect_state, write_state};
+use crate::sync::cross_replica;
+use crate::sync::group::{self as sync_group, Mode, SyncGroup};
 
 /// What [`DataParallel::forward_parallel`] leaves for the backward pass: each replica with the
 /// parts of its output that the merged output was cut from.
@@ -35,6 +39,8 @@ pub struct ParallelBackward<B: AutodiffBackend, M> {
     replicas: Vec<M>,
     cuts: Vec<Cut<B>>,
     plan: SplitPlan,
+    /// Where the replicas' shared layers meet again in their backward passes.
+    group: Arc<SyncGroup>,
     /// The module the forward ran on: its template receives the gradients, its workers run
     /// the backward passes, its traffic counts the moves.
     parallel: DataParallel<B, M>,
@@ -142,12 +148,23 @@ where
         let jobs = self.jobs(&plan, &input, context, |template, to| {
             (M::from_inner(template.valid()), to.without_count())
         });
-        let work = |(replica, to), shard: I, _: &B::Device| {
+        // Layers that share statistics (SyncBatchNorm) meet in `group`, in the forward pass
+        // here and in the backward passes on the replicas' workers. The replicas' gradients
+        // come from the loss on the merged output: each in units of the whole loss, weight 1.
+        let group = SyncGroup::new(plan.len());
+        let reducer = cross_replica::reducer::<B>();
+        let work = |((replica, to), rank), shard: I, _: &B::Device| {
+            let mode = Mode::Separate {
+                weight: 1.0,
+                reducer: reducer.clone(),
+            };
+            let _member = sync_group::join(&group, rank, mode, false);
             let replica = replicate(replica, to, Replicate::Forked);
             let output = forward(&replica, shard);
             (replica, output)
         };
-        let results = run_replicas(&self.workers, jobs, &work, Timing::Record)?;
+        let results = run_replicas(&self.workers, with_ranks(jobs), &work, Timing::Record)
+            .inspect_err(|error| group.abort(&error.to_string()))?;
         let (replicas, outputs): (Vec<M>, Vec<O>) = results.into_iter().unzip();
 
         let cuts = Cuts::<B>::default();
@@ -158,6 +175,7 @@ where
             replicas,
             cuts: cuts.into_inner(),
             plan,
+            group,
             parallel: self.clone(),
         };
         Ok((output, pending))
@@ -223,7 +241,7 @@ where
             .enumerate()
             .map(|(shard, ((replica, terms), rows))| Job {
                 index: plan.device(shard),
-                replica,
+                replica: (replica, shard),
                 shard: Terms(terms),
                 device: &parallel.devices[plan.device(shard)],
                 rows: rows.clone(),
@@ -233,7 +251,15 @@ where
         // parameters, say), before the replicas' in the sum.
         let mut parts = vec![GradientsParams::from_grads(host_grads, &parallel.template)];
         let to_host = parallel.to_host();
-        let work = |replica: M, Terms(terms): Terms<B>, _: &B::Device| {
+        let group = self.group;
+        let work = |(replica, rank): (M, usize), Terms(terms): Terms<B>, _: &B::Device| {
+            // Done with the group at the end: a replica whose output the loss does not read
+            // releases those waiting for its gradient at a shared layer.
+            let mode = Mode::Separate {
+                weight: 1.0,
+                reducer: None,
+            };
+            let _member = sync_group::join(&group, rank, mode, true);
             let Some(total) = terms.into_iter().reduce(Tensor::add) else {
                 return GradientsParams::new();
             };
@@ -242,7 +268,10 @@ where
         };
         // Not timed for `Split::Balanced`: the forward passes were, and a replica whose
         // output the loss does not read would measure nothing here.
-        parts.extend(run_replicas(&parallel.workers, jobs, &work, Timing::Skip)?);
+        parts.extend(
+            run_replicas(&parallel.workers, jobs, &work, Timing::Skip)
+                .inspect_err(|error| group.abort(&error.to_string()))?,
+        );
         sum_gradients(&parallel.template, parts, parallel.reduce_on())
     }
 }

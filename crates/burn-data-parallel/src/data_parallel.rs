@@ -17,10 +17,11 @@ use crate::kind::DeviceKinds;
 use crate::normaliser::shard_weights;
 use crate::reduce::Reduction;
 use crate::replicate::{Replicate, module_bytes, replicate};
-use crate::run::{Job, Timing, Workers, run_replicas};
+use crate::run::{Job, Timing, Workers, run_replicas, with_ranks};
 use crate::scatter::{Scatter, ScatterContext, batch_size};
 use crate::split::SplitPlan;
 use crate::state::{collect_state, settle_shared_state, write_state};
+use crate::sync::group::{self as sync_group, Mode, SyncGroup};
 use crate::timings::StepTimings;
 use crate::traffic::{Direction, Traffic, TrafficCounter};
 use crate::transfer::Destination;
@@ -391,12 +392,20 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
             replicate(template.clone(), to.without_count(), Replicate::Linked)
         });
         join_graphs(&jobs, self.to_host());
-        let run = |replica: M, shard, _: &B::Device| forward(&replica, shard);
+        // Layers that share statistics (SyncBatchNorm) meet in `group`; the replicas are one
+        // graph, differentiated once on this thread.
+        let group = SyncGroup::new(plan.len());
+        let jobs = with_ranks(jobs);
+        let run = |(replica, rank): (M, usize), shard, _: &B::Device| {
+            let _member = sync_group::join(&group, rank, Mode::Linked, true);
+            forward(&replica, shard)
+        };
         let outputs = run_replicas(&self.workers, jobs, &run, Timing::Record);
         settle_shared_state(&self.template, self.to_host());
         let outputs = match outputs {
             Ok(outputs) => outputs,
             Err(error) => {
+                group.abort(&error.to_string());
                 write_state(&self.template, vec![state_before], &[1.0], self.to_host());
                 return Err(error);
             }

@@ -95,6 +95,7 @@ mod run;
 mod scatter;
 mod split;
 mod state;
+mod sync;
 mod timings;
 mod traffic;
 #[cfg(feature = "train")]
@@ -151,5 +152,6 @@ pub use normaliser::{Normalised, Normaliser};
 pub use reduce::Reduction;
 pub use scatter::{Broadcast, Scatter, ScatterContext, batch_size};
 pub use split::SplitPlan;
+pub use sync::SyncBatchNorm;
 pub use timings::StepTimings;
 pub use traffic::Traffic;

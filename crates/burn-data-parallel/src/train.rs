@@ -27,6 +27,8 @@ use crate::run::{Job, Timing, run_each, run_each_until, run_watched};
 use crate::scatter::{Scatter, ScatterContext};
 use crate::split::SplitPlan;
 use crate::state::{ReplicaState, collect_state, write_state};
+use crate::sync::cross_replica;
+use crate::sync::group::{self, Mode, SyncGroup};
 use crate::timings::StepTimings;
 use crate::traffic::Direction;
 use crate::transfer::Destination;
@@ -98,9 +100,10 @@ where
     pub fn try_train_step(&self, input: M::Input) -> Result<TrainOutput<M::Output>> {
         let started = Instant::now();
         let plan = self.plan(&input)?;
-        let (outcomes, scatter) = self.train_round(&plan, &input, Timing::Record)?;
+        let round = self.train_round(&plan, &input, Timing::Record)?;
+        let scatter = round.scatter;
         let ran = Instant::now();
-        let (plan, results) = self.settle(plan, outcomes, &input)?;
+        let (plan, results) = self.settle(plan, round, &input)?;
         let settled = Instant::now();
 
         let mut grads = Vec::with_capacity(results.len());
@@ -139,12 +142,7 @@ where
     /// Runs one replica per shard of `plan` (the inner model's step on the shard, gradients
     /// weighted and moved home, running state collected) and returns each one's outcome in
     /// shard order, with the time the shards and replicas took to make.
-    fn train_round(
-        &self,
-        plan: &SplitPlan,
-        input: &M::Input,
-        timing: Timing,
-    ) -> Result<(Vec<Result<ReplicaDone<M>>>, Duration)> {
+    fn train_round(&self, plan: &SplitPlan, input: &M::Input, timing: Timing) -> Result<Round<M>> {
         let started = Instant::now();
         let weights = shard_weights(self.reduction, plan, input);
         // `valid()` gives each replica running state of its own (clones would share the
@@ -158,11 +156,12 @@ where
             .into_iter()
             .zip(weights)
             .zip(&phases)
-            .map(|((job, weight), phase)| {
+            .enumerate()
+            .map(|(rank, ((job, weight), phase))| {
                 let (replica, kind) = job.replica;
                 Job {
                     index: job.index,
-                    replica: (replica, kind, weight, phase.clone()),
+                    replica: (replica, kind, weight, phase.clone(), rank),
                     shard: job.shard,
                     device: job.device,
                     rows: job.rows,
@@ -173,9 +172,17 @@ where
         // Owned, so that the work can outlive this call on a watched thread.
         let (host, host_kind, traffic) =
             (self.host.clone(), self.kinds.host(), self.traffic.clone());
-        let work = move |(replica, kind, weight, phase): (M, Kind<B>, f64, Arc<AtomicU8>),
+        // Layers that share statistics across the replicas (SyncBatchNorm) meet in `group`.
+        let group = SyncGroup::new(plan.len());
+        let (reducer, members) = (cross_replica::reducer::<B>(), group.clone());
+        let work = move |(replica, kind, weight, phase, rank): ReplicaJob<M, B>,
                          shard: M::Input,
                          device: &B::Device| {
+            let mode = Mode::Separate {
+                weight,
+                reducer: reducer.clone(),
+            };
+            let _member = group::join(&members, rank, mode, true);
             let start = Instant::now();
             let to = Destination::new(device, kind, Direction::ToReplica);
             let replica = replicate(replica, to, Replicate::Forked);
@@ -209,12 +216,20 @@ where
         } else {
             run_each(&self.workers, jobs, &work, timing)?
         };
-        let outcomes = outcomes
+        let outcomes: Vec<_> = outcomes
             .into_iter()
             .zip(&phases)
             .map(|(outcome, phase)| outcome.map_err(|error| with_phase(error, phase)))
             .collect();
-        Ok((outcomes, scattered))
+        if let Some(Err(error)) = outcomes.iter().find(|outcome| outcome.is_err()) {
+            // Replicas still waiting at an exchange (one stalled past the deadline) fail now.
+            group.abort(&error.to_string());
+        }
+        Ok(Round {
+            outcomes,
+            scatter: scattered,
+            group,
+        })
     }
 
     /// The plan and replica results a step goes on with, in row order: those of `plan` when
@@ -228,22 +243,26 @@ where
     fn settle(
         &self,
         plan: SplitPlan,
-        outcomes: Vec<Result<ReplicaDone<M>>>,
+        round: Round<M>,
         input: &M::Input,
     ) -> Result<(SplitPlan, Vec<ReplicaDone<M>>)> {
-        let mut finished = Vec::with_capacity(outcomes.len());
+        let mut finished = Vec::with_capacity(round.outcomes.len());
         let mut failures = Vec::new();
-        for (shard, outcome) in outcomes.into_iter().enumerate() {
+        let mut released = Vec::new();
+        for (shard, outcome) in round.outcomes.into_iter().enumerate() {
             match outcome {
                 Ok(done) => finished.push((shard, done)),
+                // Failed only because another replica did, at a shared layer: healthy.
+                Err(error) if round.group.was_released(shard) => released.push((shard, error)),
                 Err(error) => failures.push((shard, error)),
             }
         }
-        let Some((_, first_error)) = failures.first() else {
+        // The cause first: a released replica's error only says that another failed.
+        let Some((_, first_error)) = failures.first().or(released.first()) else {
             let results = finished.into_iter().map(|(_, done)| done).collect();
             return Ok((plan, results));
         };
-        if self.failure_policy == FailurePolicy::Fail || finished.is_empty() {
+        if self.failure_policy == FailurePolicy::Fail || finished.len() + released.len() == 0 {
             return Err(first_error.clone());
         }
         for (shard, error) in &failures {
@@ -265,9 +284,24 @@ where
             }
         }
         let failed: Vec<usize> = failures.iter().map(|(shard, _)| *shard).collect();
+        if round.group.used() {
+            // Statistics were shared across the replicas: a shard re-run alone would see
+            // only its own rows. The whole batch runs again on the devices left.
+            let devices: Vec<usize> = (0..plan.len())
+                .filter(|shard| !failed.contains(shard))
+                .map(|shard| plan.device(shard))
+                .collect();
+            if devices.is_empty() {
+                return Err(first_error.clone());
+            }
+            let retry = SplitPlan::new(plan.batch_size(), devices.len())?.on_devices(&devices);
+            let round = self.train_round(&retry, input, Timing::Skip)?;
+            let results = round.outcomes.into_iter().collect::<Result<Vec<_>>>()?;
+            return Ok((retry, results));
+        }
         let survivors: Vec<usize> = finished.iter().map(|(shard, _)| *shard).collect();
         let retry = SplitPlan::partial(plan.batch_size(), redistribute(&plan, &failed, &survivors));
-        let (retried, _) = self.train_round(&retry, input, Timing::Skip)?;
+        let retried = self.train_round(&retry, input, Timing::Skip)?.outcomes;
 
         let mut parts: Vec<_> = finished
             .into_iter()
@@ -283,6 +317,18 @@ where
         let (shards, results): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
         Ok((SplitPlan::from_parts(plan.batch_size(), shards), results))
     }
+}
+
+/// What a replica's worker is given besides its shard: the replica, its device's kind, its
+/// gradients' weight, the phase it reports to the deadline, and its rank in the step.
+type ReplicaJob<M, B> = (M, Kind<B>, f64, Arc<AtomicU8>, usize);
+
+/// The outcome of running one plan's replicas: each one's result in shard order, the time
+/// the shards and replicas took to make, and the group their shared layers met in.
+struct Round<M: TrainStep> {
+    outcomes: Vec<Result<ReplicaDone<M>>>,
+    scatter: Duration,
+    group: Arc<SyncGroup>,
 }
 
 /// What one replica's part of a training step returns: its weighted gradients on the host,

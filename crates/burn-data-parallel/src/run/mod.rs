@@ -12,6 +12,6 @@ mod watched;
 pub(crate) use deadline::run_each_until;
 #[cfg(feature = "train")]
 pub(crate) use pool::run_each;
-pub(crate) use pool::{Job, Timing, Workers, run_replicas};
+pub(crate) use pool::{Job, Timing, Workers, run_replicas, with_ranks};
 #[cfg(feature = "train")]
 pub(crate) use watched::run_watched;

@@ -24,6 +24,23 @@ pub(crate) struct Job<'a, M, I, D> {
     pub(crate) rows: Range<usize>,
 }
 
+/// `jobs` with each replica paired with its rank: its position in the call's plan, which is
+/// its place in the call's [`SyncGroup`](crate::sync::group::SyncGroup).
+pub(crate) fn with_ranks<'a, M, I, D>(
+    jobs: Vec<Job<'a, M, I, D>>,
+) -> Vec<Job<'a, (M, usize), I, D>> {
+    jobs.into_iter()
+        .enumerate()
+        .map(|(rank, job)| Job {
+            index: job.index,
+            replica: (job.replica, rank),
+            shard: job.shard,
+            device: job.device,
+            rows: job.rows,
+        })
+        .collect()
+}
+
 /// The worker threads of a `DataParallel`: one per device, named `dp-replica-{i}`, started at
 /// the first call and kept until the last clone of the module is dropped.
 ///

@@ -1,0 +1,161 @@
+//! The sum over replicas for replicas that each differentiate their own graph (the
+//! per-replica step, `forward_parallel`): an autodiff operation whose forward pass sums
+//! every replica's part and whose backward pass sums every replica's gradient, so that each
+//! replica's backward accounts for what its part did to the others' outputs.
+//!
+//! Replica `j`'s gradients are multiplied by `w_j` once they reach the host (its shard's
+//! weight). Its backward pass therefore works in units of `1 / w_j` of the batch's loss, and
+//! the operation's backward is `(Σ_i w_i · g_i) / w_j`: multiplied by `w_j` on the host, it is
+//! the full loss's gradient through the shared sum.
+//!
+//! Burn lets a backward pass be defined for a concrete `Autodiff<X, C>` only, so
+//! [`reducer`] checks at run time that the call's backend is one, and type-erases the
+//! operation for the layers, which know their backend only as `B: Backend`.
+
+use core::any::{Any, TypeId};
+use std::sync::Arc;
+
+use burn::backend::Autodiff;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::{
+    BalancedCheckpointing, CheckpointStrategy, NoCheckpointing,
+};
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorPrimitive};
+
+use super::group::{Key, Member, Posted, SyncGroup};
+
+/// The sum over replicas of a part of `B`, given the part's element count: returns the total
+/// count and the sum, on the part's device.
+pub(crate) type Reducer<B> =
+    Arc<dyn Fn(Tensor<B, 1>, f64, &mut Member, f64) -> (f64, Tensor<B, 1>) + Send + Sync>;
+
+/// The operation for backend `B`, type-erased, or `None` when `B` is not Burn's `Autodiff`
+/// over some backend.
+pub(crate) fn reducer<B: AutodiffBackend>() -> Option<Arc<dyn Any + Send + Sync>> {
+    fn erase<B: AutodiffBackend, C: CheckpointStrategy>() -> Arc<dyn Any + Send + Sync> {
+        let reducer: Reducer<B> = Arc::new(|part, count, member, weight| {
+            let part: Tensor<Autodiff<B::InnerBackend, C>, 1> = same_type(part);
+            let (total, sum) = cross_replica_sum::<B::InnerBackend, C>(part, count, member, weight);
+            (total, same_type(sum))
+        });
+        Arc::new(reducer)
+    }
+    let backend = TypeId::of::<B>();
+    if backend == TypeId::of::<Autodiff<B::InnerBackend, NoCheckpointing>>() {
+        Some(erase::<B, NoCheckpointing>())
+    } else if backend == TypeId::of::<Autodiff<B::InnerBackend, BalancedCheckpointing>>() {
+        Some(erase::<B, BalancedCheckpointing>())
+    } else {
+        None
+    }
+}
+
+/// `value` as `U`, which the caller checked is `T`.
+fn same_type<T: 'static, U: 'static>(value: T) -> U {
+    let boxed: Box<dyn Any> = Box::new(value);
+    *boxed
+        .downcast::<U>()
+        .unwrap_or_else(|_| unreachable!("the backend's type was checked"))
+}
+
+/// `Σ_i part_i` over the member's group, in rank order, on `part`'s device, tracked so that
+/// the backward pass exchanges gradients as the module doc says.
+fn cross_replica_sum<X: Backend, C: CheckpointStrategy>(
+    part: Tensor<Autodiff<X, C>, 1>,
+    count: f64,
+    member: &mut Member,
+    weight: f64,
+) -> (f64, Tensor<Autodiff<X, C>, 1>) {
+    let key = member.next_forward();
+    let part = part.into_primitive().tensor();
+    let device = X::float_device(&part.primitive);
+    let posted: Posted = (count, Arc::new(inner::<X>(part.primitive.clone())));
+    let parts = member
+        .group
+        .exchange(Key::Forward(key), member.rank, posted);
+    let total: f64 = parts.iter().map(|(count, _)| count).sum();
+    let sum = sum_on::<X>(&parts, &device).into_primitive().tensor();
+    let output = match CrossReplicaSum
+        .prepare::<C>([part.node.clone()])
+        .compute_bound()
+        .stateful()
+    {
+        OpsKind::Tracked(prep) => prep.finish(
+            SumState {
+                group: member.group.clone(),
+                rank: member.rank,
+                key,
+                weight,
+                device,
+            },
+            sum,
+        ),
+        OpsKind::UnTracked(prep) => prep.finish(sum),
+    };
+    (
+        total,
+        Tensor::from_primitive(TensorPrimitive::Float(output)),
+    )
+}
+
+fn inner<X: Backend>(primitive: X::FloatTensorPrimitive) -> Tensor<X, 1> {
+    Tensor::from_primitive(TensorPrimitive::Float(primitive))
+}
+
+/// The parts' sum in rank order, each moved to `device` first.
+fn sum_on<X: Backend>(parts: &[Posted], device: &X::Device) -> Tensor<X, 1> {
+    parts
+        .iter()
+        .map(|(_, part)| {
+            part.downcast_ref::<Tensor<X, 1>>()
+                .unwrap_or_else(|| unreachable!("every rank of a call has the same backend"))
+                .clone()
+                .to_device(device)
+        })
+        .reduce(Tensor::add)
+        .unwrap_or_else(|| unreachable!("a group has at least one rank"))
+}
+
+#[derive(Debug)]
+struct CrossReplicaSum;
+
+#[derive(Debug, Clone)]
+struct SumState<X: Backend> {
+    group: Arc<SyncGroup>,
+    rank: usize,
+    key: usize,
+    weight: f64,
+    device: X::Device,
+}
+
+impl<X: Backend> Backward<X, 1> for CrossReplicaSum {
+    type State = SumState<X>;
+
+    fn backward(
+        self,
+        ops: Ops<Self::State, 1>,
+        grads: &mut Gradients,
+        _checkpointer: &mut Checkpointer,
+    ) {
+        let state = ops.state;
+        let grad = inner::<X>(grads.consume::<X>(&ops.node));
+        // In units of the batch's loss. A shard of weight 0 holds nothing its loss averages
+        // over: its loss, and so `grad`, may be 0/0, and it adds nothing.
+        let mine = if state.weight == 0.0 {
+            grad.zeros_like()
+        } else {
+            grad.mul_scalar(state.weight)
+        };
+        let posted: Posted = (0.0, Arc::new(mine));
+        let parts = state
+            .group
+            .exchange(Key::Backward(state.key), state.rank, posted);
+        let reduced = sum_on::<X>(&parts, &state.device).div_scalar(state.weight);
+        if let [Some(parent)] = ops.parents {
+            grads.register::<X>(parent.id, reduced.into_primitive().tensor());
+        }
+    }
+}

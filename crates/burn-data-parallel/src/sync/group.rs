@@ -1,0 +1,335 @@
+//! The replicas of one call as a group that can exchange values: each replica's thread joins
+//! as a [`Member`] for the length of its work, and a layer that needs the whole batch (see
+//! [`SyncBatchNorm`](super::SyncBatchNorm)) posts its shard's part and waits for every other
+//! replica's.
+//!
+//! A replica that leaves (fails, panics, or ends its work) before posting to an exchange the
+//! others wait at, and a group the caller aborts (a replica stalled past the step deadline),
+//! release the waiters with a panic that names the cause: never a hang. The caller turns the
+//! panics into its usual typed errors.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+
+/// A value posted to an exchange: the count of elements the shard's part covers, and the part.
+pub(crate) type Posted = (f64, Arc<dyn Any + Send + Sync>);
+
+/// Which pass an exchange belongs to, and which exchange of that pass it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Key {
+    /// The `n`-th exchange of a replica's forward pass.
+    Forward(usize),
+    /// The backward pass of forward exchange `n`.
+    Backward(usize),
+}
+
+/// The replicas of one call, by rank (their order in the call's plan).
+#[derive(Debug)]
+pub(crate) struct SyncGroup {
+    size: usize,
+    state: Mutex<GroupState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GroupState {
+    exchanges: HashMap<Key, Exchange>,
+    /// Why each rank left, for ranks that left before the call's end.
+    departed: HashMap<usize, String>,
+    /// Set by the caller: every waiter, now and later, is released with this reason.
+    aborted: Option<String>,
+    /// Whether any exchange took place: a step whose layers exchanged nothing can be
+    /// redistributed by shards.
+    used: bool,
+    /// Ranks that failed only because the group released them.
+    released: Vec<usize>,
+}
+
+#[derive(Debug)]
+struct Exchange {
+    posted: Vec<Option<Posted>>,
+    /// Ranks that have read the exchange; it is dropped when every rank has.
+    read: usize,
+}
+
+impl SyncGroup {
+    /// A group of `size` replicas.
+    pub(crate) fn new(size: usize) -> Arc<Self> {
+        Arc::new(Self {
+            size,
+            state: Mutex::default(),
+            changed: Condvar::new(),
+        })
+    }
+
+    /// How many replicas the call has.
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Whether any layer exchanged values during the call.
+    #[cfg(feature = "train")]
+    pub(crate) fn used(&self) -> bool {
+        self.lock().used
+    }
+
+    /// Whether `rank` failed only because the group released it (another rank left, or the
+    /// caller aborted): its device is sound.
+    #[cfg(feature = "train")]
+    pub(crate) fn was_released(&self, rank: usize) -> bool {
+        self.lock().released.contains(&rank)
+    }
+
+    /// Releases every waiter, now and later, with a panic naming `reason`. Called by the
+    /// caller when a call ends in an error, so that no replica stays parked at an exchange.
+    pub(crate) fn abort(&self, reason: &str) {
+        let mut state = self.lock();
+        if state.aborted.is_none() {
+            state.aborted = Some(reason.to_string());
+        }
+        drop(state);
+        self.changed.notify_all();
+    }
+
+    /// Posts `value` as `rank`'s part of exchange `key` and returns every rank's part, in
+    /// rank order, once all are posted.
+    ///
+    /// # Panics
+    ///
+    /// When the group is aborted, or a rank whose part is missing has left: the waiter's
+    /// replica then fails with that cause instead of waiting forever.
+    pub(crate) fn exchange(&self, key: Key, rank: usize, value: Posted) -> Vec<Posted> {
+        let mut state = self.lock();
+        state.used = true;
+        let size = self.size;
+        let exchange = state.exchanges.entry(key).or_insert_with(|| Exchange {
+            posted: vec![None; size],
+            read: 0,
+        });
+        exchange.posted[rank] = Some(value);
+        self.changed.notify_all();
+        loop {
+            if let Some(reason) = &state.aborted {
+                let reason = reason.clone();
+                state.released.push(rank);
+                drop(state);
+                panic!("SyncBatchNorm: the step was abandoned ({reason})");
+            }
+            let exchange = &state.exchanges[&key];
+            let missing: Vec<usize> = (0..size)
+                .filter(|&other| exchange.posted[other].is_none())
+                .collect();
+            if missing.is_empty() {
+                break;
+            }
+            if let Some((other, why)) = missing
+                .iter()
+                .find_map(|other| state.departed.get(other).map(|why| (*other, why.clone())))
+            {
+                state.released.push(rank);
+                drop(state);
+                panic!(
+                    "SyncBatchNorm: replica {other} of the step left before sharing its \
+                     batch statistics ({why}); the step's statistics cannot be complete"
+                );
+            }
+            state = self
+                .changed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        let exchange = state
+            .exchanges
+            .get_mut(&key)
+            .expect("the exchange is kept until every rank has read it");
+        let parts: Vec<Posted> = exchange.posted.iter().flatten().cloned().collect();
+        exchange.read += 1;
+        if exchange.read == size {
+            state.exchanges.remove(&key);
+        }
+        parts
+    }
+
+    fn leave(&self, rank: usize, why: String) {
+        self.lock().departed.entry(rank).or_insert(why);
+        self.changed.notify_all();
+    }
+
+    fn lock(&self) -> MutexGuard<'_, GroupState> {
+        // Nothing panics while holding the lock; a poisoned lock still holds a sound state.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// How a member's layers combine their parts with the other replicas'.
+pub(crate) enum Mode {
+    /// The replicas' forward passes are one autodiff graph, differentiated once on the
+    /// caller's thread (the Keras-style `forward`): parts are summed with tracked `to_device`
+    /// and adds, and autodiff does the rest.
+    Linked,
+    /// Each replica differentiates its own graph on its own thread (the per-replica step,
+    /// `forward_parallel`): parts are summed by an operation whose backward pass exchanges
+    /// the replicas' gradients too. `weight` is what the step multiplies this replica's
+    /// gradients by; `reducer` is that operation for the call's backend (a
+    /// [`Reducer`](super::cross_replica::Reducer), type-erased), `None` when the backend has
+    /// none.
+    Separate {
+        weight: f64,
+        reducer: Option<Arc<dyn Any + Send + Sync>>,
+    },
+}
+
+/// One replica's place in a group, as its thread sees it.
+pub(crate) struct Member {
+    pub(crate) group: Arc<SyncGroup>,
+    pub(crate) rank: usize,
+    pub(crate) mode: Mode,
+    /// Forward exchanges made so far: the key of the next.
+    forward_calls: usize,
+}
+
+impl Member {
+    /// The key of this member's next forward exchange.
+    pub(crate) fn next_forward(&mut self) -> usize {
+        let call = self.forward_calls;
+        self.forward_calls += 1;
+        call
+    }
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Member>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` with this thread's membership, if it has one.
+pub(crate) fn with_member<T>(f: impl FnOnce(Option<&mut Member>) -> T) -> T {
+    CURRENT.with(|current| f(current.borrow_mut().as_mut()))
+}
+
+/// This thread's membership of a group, for as long as the guard lives.
+pub(crate) struct Membership {
+    group: Arc<SyncGroup>,
+    rank: usize,
+    /// Whether ending the membership means the replica is done with the group: true when
+    /// its whole part of the call (forward and any backward) runs under the guard.
+    done_on_exit: bool,
+}
+
+/// Makes this thread rank `rank` of `group` until the guard drops.
+pub(crate) fn join(
+    group: &Arc<SyncGroup>,
+    rank: usize,
+    mode: Mode,
+    done_on_exit: bool,
+) -> Membership {
+    CURRENT.with(|current| {
+        *current.borrow_mut() = Some(Member {
+            group: group.clone(),
+            rank,
+            mode,
+            forward_calls: 0,
+        });
+    });
+    Membership {
+        group: group.clone(),
+        rank,
+        done_on_exit,
+    }
+}
+
+impl Drop for Membership {
+    fn drop(&mut self) {
+        CURRENT.with(|current| current.borrow_mut().take());
+        if std::thread::panicking() {
+            self.group.leave(self.rank, "its work panicked".to_string());
+        } else if self.done_on_exit {
+            self.group.leave(
+                self.rank,
+                "it finished without reaching this exchange".to_string(),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn post(value: f64) -> Posted {
+        (1.0, Arc::new(value))
+    }
+
+    fn values(parts: &[Posted]) -> Vec<f64> {
+        parts
+            .iter()
+            .map(|(_, part)| *part.downcast_ref::<f64>().expect("an f64"))
+            .collect()
+    }
+
+    #[test]
+    fn every_rank_gets_every_part_in_rank_order() {
+        let group = SyncGroup::new(3);
+        let results: Vec<Vec<f64>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..3)
+                .rev()
+                .map(|rank| {
+                    let group = &group;
+                    scope.spawn(move || {
+                        values(&group.exchange(Key::Forward(0), rank, post(rank as f64)))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("no panic"))
+                .collect()
+        });
+        for result in results {
+            assert_eq!(result, [0.0, 1.0, 2.0]);
+        }
+        assert!(
+            group.lock().exchanges.is_empty(),
+            "read exchanges are dropped"
+        );
+        assert!(group.used());
+    }
+
+    #[test]
+    fn a_rank_that_panics_releases_the_others() {
+        let group = SyncGroup::new(2);
+        let waiter = std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| {
+                let _member = join(&group, 0, Mode::Linked, true);
+                group.exchange(Key::Forward(0), 0, post(0.0))
+            });
+            let failing = scope.spawn(|| {
+                let _member = join(&group, 1, Mode::Linked, true);
+                panic!("the replica's model failed");
+            });
+            assert!(failing.join().is_err());
+            waiter.join()
+        });
+        let message = waiter.expect_err("released with a panic");
+        let message = message.downcast_ref::<String>().expect("a message");
+        assert!(
+            message.contains("replica 1") && message.contains("panicked"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn an_abort_releases_waiters() {
+        let group = SyncGroup::new(2);
+        let waiter = std::thread::scope(|scope| {
+            let waiter = scope.spawn(|| group.exchange(Key::Backward(3), 0, post(0.0)));
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            group.abort("replica 1 stalled");
+            waiter.join()
+        });
+        let message = waiter.expect_err("released with a panic");
+        let message = message.downcast_ref::<String>().expect("a message");
+        assert!(message.contains("replica 1 stalled"), "{message}");
+    }
+}

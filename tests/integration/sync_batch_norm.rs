@@ -1,0 +1,310 @@
+//! `SyncBatchNorm` against the bare model on one device on the full batch (where it is
+//! Burn's `BatchNorm`): ten Adam steps through the per-replica step for 1 to 4 replicas with
+//! odd shards, on one backend and across two; the Keras-style `forward` and
+//! `forward_parallel`, outputs, gradients and running statistics; a replica that fails
+//! mid-step, under both failure policies; files read by the `BatchNorm` twin. Burn's own
+//! `BatchNorm` in the same place must miss: the checks can fail.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use burn::module::Module;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::train::{ClassificationOutput, TrainOutput, TrainStep};
+use burn_data_parallel::{DataParallel, DataParallelError, FailurePolicy};
+use burn_data_parallel_tests::sync_norm::*;
+use burn_data_parallel_tests::*;
+
+/// Odd, so that shards differ: 3 + 2 + 2 over three replicas, 2 + 2 + 2 + 1 over four.
+const ROWS: usize = 7;
+const STEPS: u64 = 10;
+const TOLERANCE: f32 = 1e-6;
+/// Measured worst errors after ten steps at this rate: 4.8e-7 (two replicas), 5.8e-7 (three,
+/// across two backends); the statistics are sums of per-shard sums, one device's a single sum.
+const LEARNING_RATE: f64 = 1e-2;
+
+/// The worst relative error, over ten Adam steps through the per-replica step, of the step
+/// losses and of the final weights and running statistics, against the bare model.
+fn train_against_bare<B, M>(model: M, host: &B::Device, devices: Vec<B::Device>) -> f32
+where
+    B: AutodiffBackend,
+    M: burn::module::AutodiffModule<B>
+        + TrainStep<Input = ImageBatch<B>, Output = ClassificationOutput<B>>
+        + 'static,
+{
+    let mut bare = bare_copy(&model);
+    let mut dp = DataParallel::new(model, devices).expect("CPU devices");
+    let (mut bare_optim, mut optim) = (AdamConfig::new().init(), AdamConfig::new().init());
+    let mut worst = 0f32;
+    for step in 0..STEPS {
+        let batch = image_batch::<B>(ROWS, step, host);
+        let expected = TrainStep::step(&bare, batch.clone());
+        let output = dp.try_train_step(batch).expect("a step");
+        bare = bare_optim.step(LEARNING_RATE, bare, expected.grads);
+        dp = optim.step(LEARNING_RATE, dp, output.grads);
+        worst = worst_of(
+            worst,
+            relative_error(
+                &output.item.loss.into_data(),
+                &expected.item.loss.into_data(),
+            ),
+        );
+    }
+    float_params(dp.template())
+        .iter()
+        .zip(&float_params(&bare))
+        .map(|((_, a), (_, e))| relative_error(a, e))
+        .fold(worst, worst_of)
+}
+
+#[test]
+fn the_per_replica_step_trains_as_on_one_device() {
+    type B = NdAutodiff;
+    let device = Default::default();
+    for replicas in 1..=4 {
+        let model = initialised(SyncNormNet::<B>::new(&device));
+        let error = train_against_bare(model, &device, nd_devices(replicas));
+        assert!(error <= TOLERANCE, "{replicas} replicas: off by {error:e}");
+    }
+}
+
+#[test]
+fn the_per_replica_step_trains_as_on_one_device_across_two_backends() {
+    type B = DispatchAutodiff;
+    let host = flex();
+    let model = initialised(SyncNormNet::<B>::new(&host));
+    let error = train_against_bare(model, &host, mixed_devices(3));
+    assert!(error <= TOLERANCE, "off by {error:e}");
+}
+
+#[test]
+fn burn_batch_norm_in_its_place_misses() {
+    type B = NdAutodiff;
+    let device = Default::default();
+    let model = initialised(BatchNormNet::<B>::new(&device));
+    let error = train_against_bare(model, &device, nd_devices(3));
+    assert!(
+        error > 1e-3,
+        "per-shard statistics should miss, got {error:e}"
+    );
+}
+
+/// Gradients of `loss` for `dp`'s template against `expected` for `bare`.
+fn assert_gradients<B: AutodiffBackend, M: Module<B>>(
+    template: &M,
+    actual: &GradientsParams,
+    bare: &M,
+    expected: &GradientsParams,
+) {
+    let (actual, expected) = (gradients(template, actual), gradients(bare, expected));
+    assert_eq!(actual.len(), expected.len());
+    for ((id, actual), (_, expected)) in actual.iter().zip(&expected) {
+        match (actual, expected) {
+            (Some(actual), Some(expected)) => {
+                assert_close(actual, expected, TOLERANCE, &format!("gradient of {id}"));
+            }
+            // Running statistics: no gradient on either side.
+            (None, None) => {}
+            _ => panic!("parameter {id}: a gradient is missing on one side"),
+        }
+    }
+}
+
+fn cross_entropy<B: Backend>(
+    logits: burn::tensor::Tensor<B, 2>,
+    labels: burn::tensor::Tensor<B, 1, burn::tensor::Int>,
+) -> burn::tensor::Tensor<B, 1> {
+    CrossEntropyLossConfig::new()
+        .init(&logits.device())
+        .forward(logits, labels)
+}
+
+#[test]
+fn the_keras_style_forward_normalises_over_the_batch() {
+    type B = NdAutodiff;
+    let device = Default::default();
+    let model = initialised(SyncNormNet::<B>::new(&device));
+    let bare = bare_copy(&model);
+    let dp = DataParallel::new(model, nd_devices(3)).expect("CPU devices");
+    let batch = image_batch::<B>(ROWS, 5, &device);
+
+    let logits = dp
+        .try_forward(batch.images.clone(), |model, images| model.forward(images))
+        .expect("a forward pass");
+    let expected = bare.forward(batch.images);
+    assert_close(
+        &logits.clone().into_data(),
+        &expected.clone().into_data(),
+        TOLERANCE,
+        "logits",
+    );
+    let grads =
+        GradientsParams::from_grads(cross_entropy(logits, batch.labels.clone()).backward(), &dp);
+    let expected_grads =
+        GradientsParams::from_grads(cross_entropy(expected, batch.labels).backward(), &bare);
+    assert_gradients(dp.template(), &grads, &bare, &expected_grads);
+    assert_same_params(dp.template(), &bare, TOLERANCE);
+}
+
+#[test]
+fn forward_parallel_normalises_over_the_batch() {
+    type B = NdAutodiff;
+    let device = Default::default();
+    let model = initialised(SyncNormNet::<B>::new(&device));
+    let bare = bare_copy(&model);
+    let dp = DataParallel::new(model, nd_devices(4)).expect("CPU devices");
+    let batch = image_batch::<B>(ROWS, 6, &device);
+
+    let (logits, pending) = dp
+        .try_forward_parallel(batch.images.clone(), |model, images| model.forward(images))
+        .expect("a forward pass");
+    let expected = bare.forward(batch.images);
+    assert_close(
+        &logits.clone().into_data(),
+        &expected.clone().into_data(),
+        TOLERANCE,
+        "logits",
+    );
+    let grads = pending
+        .try_backward(cross_entropy(logits, batch.labels.clone()))
+        .expect("a backward pass");
+    let expected_grads =
+        GradientsParams::from_grads(cross_entropy(expected, batch.labels).backward(), &bare);
+    assert_gradients(dp.template(), &grads, &bare, &expected_grads);
+    assert_same_params(dp.template(), &bare, TOLERANCE);
+}
+
+/// Fails the first step it is asked to fail: its replica with three rows panics after the
+/// normalisation's forward pass, while the others wait for its gradient there.
+static FAIL_ONCE: AtomicBool = AtomicBool::new(false);
+
+#[derive(Module, Debug)]
+struct Flaky<B: Backend> {
+    net: SyncNormNet<B>,
+}
+
+impl<B: AutodiffBackend> TrainStep for Flaky<B> {
+    type Input = ImageBatch<B>;
+    type Output = ClassificationOutput<B>;
+
+    fn step(&self, batch: Self::Input) -> TrainOutput<Self::Output> {
+        let rows = batch.images.dims()[0];
+        let item = self.net.classify(batch);
+        if rows == 3 && FAIL_ONCE.swap(false, Ordering::SeqCst) {
+            panic!("a replica's step failed");
+        }
+        TrainOutput::new(self, item.loss.backward(), item)
+    }
+}
+
+/// Runs `f` on its own thread and waits at most a minute: a hang fails the test.
+fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (send, receive) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = send.send(f());
+    });
+    receive
+        .recv_timeout(Duration::from_secs(60))
+        .expect("the step neither finished nor failed within a minute")
+}
+
+#[test]
+fn a_replica_that_fails_mid_step_releases_the_others() {
+    within_a_minute(|| {
+        type B = NdAutodiff;
+        let device = Default::default();
+        let model = initialised(Flaky {
+            net: SyncNormNet::<B>::new(&device),
+        });
+        let before = float_params(&model);
+        let dp = DataParallel::new(model, nd_devices(3)).expect("CPU devices");
+        FAIL_ONCE.store(true, Ordering::SeqCst);
+        let Err(error) = dp.try_train_step(image_batch::<B>(ROWS, 1, &device)) else {
+            panic!("the step should fail");
+        };
+        // The cause, not a replica it released.
+        match &error {
+            DataParallelError::ReplicaPanicked { rows, message, .. } => {
+                assert_eq!(*rows, 0..3);
+                assert!(message.contains("a replica's step failed"), "{message}");
+            }
+            other => panic!("expected the failing replica's panic, got {other}"),
+        }
+        let after = float_params(dp.template());
+        for ((_, a), (_, b)) in after.iter().zip(&before) {
+            assert_eq!(a, b, "the template changed");
+        }
+    });
+}
+
+#[test]
+fn under_redistribute_a_failed_synced_step_runs_again_on_the_others() {
+    within_a_minute(|| {
+        type B = NdAutodiff;
+        let device = Default::default();
+        let model = initialised(Flaky {
+            net: SyncNormNet::<B>::new(&device),
+        });
+        let bare = bare_copy(&model.net);
+        let dp = DataParallel::new(model, nd_devices(3))
+            .expect("CPU devices")
+            .with_failure_policy(FailurePolicy::Redistribute);
+        let batch = image_batch::<B>(ROWS, 2, &device);
+        FAIL_ONCE.store(true, Ordering::SeqCst);
+        let output = dp
+            .try_train_step(batch.clone())
+            .expect("the step completes");
+        assert!(
+            !FAIL_ONCE.load(Ordering::SeqCst),
+            "the failure was injected"
+        );
+        let expected = TrainStep::step(&bare, batch);
+        assert_gradients(&dp.template().net, &output.grads, &bare, &expected.grads);
+        assert_close(
+            &output.item.loss.into_data(),
+            &expected.item.loss.into_data(),
+            TOLERANCE,
+            "loss",
+        );
+    });
+}
+
+#[test]
+fn files_load_into_the_batch_norm_twin_and_back() {
+    type B = NdAutodiff;
+    let device = Default::default();
+    let model = initialised(SyncNormNet::<B>::new(&device));
+    let dp = DataParallel::new(model, nd_devices(2)).expect("CPU devices");
+    let output = dp
+        .try_train_step(image_batch::<B>(ROWS, 3, &device))
+        .expect("a step");
+    let dp = AdamConfig::new().init().step(1e-2, dp, output.grads);
+    let trained = dp.into_inner();
+
+    let dir = std::env::temp_dir().join(format!("sync-norm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a temporary directory");
+    let recorder = NamedMpkFileRecorder::<FullPrecisionSettings>::new();
+    trained
+        .clone()
+        .save_file(dir.join("sync"), &recorder)
+        .expect("saved");
+    let twin = BatchNormNet::<B>::new(&device)
+        .load_file(dir.join("sync"), &recorder, &device)
+        .expect("BatchNorm reads SyncBatchNorm's file");
+    assert_eq!(float_params(&twin).len(), float_params(&trained).len());
+    for ((_, a), (_, b)) in float_params(&twin).iter().zip(&float_params(&trained)) {
+        assert_eq!(a, b);
+    }
+    twin.save_file(dir.join("plain"), &recorder).expect("saved");
+    let back = SyncNormNet::<B>::new(&device)
+        .load_file(dir.join("plain"), &recorder, &device)
+        .expect("SyncBatchNorm reads BatchNorm's file");
+    for ((_, a), (_, b)) in float_params(&back).iter().zip(&float_params(&trained)) {
+        assert_eq!(a, b);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
