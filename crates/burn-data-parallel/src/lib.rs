@@ -30,8 +30,10 @@
 //! - **Same result as one device**: training over N devices gives the parameters that training
 //!   the bare model on one device with the same batches gives, within float rounding, for
 //!   models without dropout whose layers treat rows independently and whose loss is a mean
-//!   over rows (or a sum, with [`Reduction::Sum`]). BatchNorm normalises each shard with its
-//!   own statistics, so BatchNorm models differ.
+//!   over rows (or a sum, with [`Reduction::Sum`]); for BatchNorm models through
+//!   [`SyncBatchNorm`], and for losses averaged over tokens, masks or class weights once the
+//!   batch declares the count ([`Normaliser`]). Burn's own `BatchNorm` normalises each shard
+//!   with its own statistics, so models using it differ.
 //! - **One source of truth**: only the template is a module to Burn; the record of a
 //!   `DataParallel` is its template's record, byte for byte.
 //! - **Deterministic**: outputs, gradients, losses and running state are reduced in device
@@ -57,7 +59,9 @@
 //!   `#[derive(Scatter, Gather)]` for structs, with `#[scatter(broadcast | normaliser | skip)]` and
 //!   `#[gather(loss | mean | sum | first | skip)]` on fields.
 //! - [`SplitPlan`]: which rows go to which replica.
-//! - [`Reduction`]: how the inner model's loss is reduced, which decides gradient weights.
+//! - [`Reduction`]: how the inner model's loss is reduced, which decides gradient weights;
+//!   [`Normaliser`] and [`Normalised`]: what a loss averages over, when not rows.
+//! - [`SyncBatchNorm`]: Burn's `BatchNorm` with statistics over every replica's shard.
 //!
 //! # Features
 //!

@@ -30,6 +30,16 @@ pub enum SplitChoice {
     Balanced,
 }
 
+/// Which network the job trains.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModelChoice {
+    /// Two convolutions, a max-pool and two linear layers.
+    Plain,
+    /// The same with a SyncBatchNorm after the second convolution: statistics over the whole
+    /// batch across replicas, so it trains as the bare model does.
+    Bn,
+}
+
 /// What a training step does when a replica fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum FailureChoice {
@@ -61,6 +71,10 @@ pub struct Options {
     /// Burn servers (needs --features remote).
     #[arg(long, value_enum, default_value_t = BackendChoice::Flex)]
     pub backend: BackendChoice,
+
+    /// The network: plain, or bn (with a SyncBatchNorm).
+    #[arg(long, value_enum, default_value_t = ModelChoice::Plain)]
+    pub model: ModelChoice,
 
     /// How batches are shared: even shards, or balanced by each replica's measured speed.
     #[arg(long, value_enum, default_value_t = SplitChoice::Even)]

@@ -21,7 +21,7 @@ use burn_data_parallel::{DataParallel, FailurePolicy, Split, Traffic};
 
 use crate::data::{self, DigitItem, DigitsBatcher, DigitsDataset};
 use crate::model::DigitsNet;
-use crate::options::{BackendChoice, FailureChoice, Options, Progress, SplitChoice};
+use crate::options::{BackendChoice, FailureChoice, ModelChoice, Options, Progress, SplitChoice};
 use crate::progress::{Display, EpochLog, EpochRenderer, Throughput};
 use crate::watchdog;
 
@@ -159,7 +159,7 @@ fn run_on<B: AutodiffBackend>(
     );
 
     B::seed(&host, options.seed);
-    let model = DigitsNet::<B>::new(&host);
+    let model = DigitsNet::<B>::new(&host, options.model == ModelChoice::Bn);
     let params = model.num_params(); // also creates the lazy weights, so the copy below is equal
     let bare = DigitsNet::<B>::from_inner(model.valid());
     say(options, format_args!("model: {params} parameters"));
@@ -369,7 +369,7 @@ fn check_saved_template<B: Backend>(
         .clone()
         .save_file(&path, &recorder)
         .map_err(|e| format!("cannot save the template: {e}"))?;
-    let reloaded = DigitsNet::<B>::new(host)
+    let reloaded = DigitsNet::<B>::new(host, template.normalised())
         .load_file(&path, &recorder, host)
         .map_err(|e| format!("cannot load {}: {e}", path.display()))?;
 
