@@ -2,8 +2,10 @@
 //! Burn's `BatchNorm`): ten Adam steps through the per-replica step for 1 to 4 replicas with
 //! odd shards, on one backend and across two; the Keras-style `forward` and
 //! `forward_parallel`, outputs, gradients and running statistics; a replica that fails
-//! mid-step, under both failure policies; files read by the `BatchNorm` twin. Burn's own
-//! `BatchNorm` in the same place must miss: the checks can fail.
+//! mid-step, under both failure policies; files read by the `BatchNorm` twin; a
+//! class-weighted loss whose declared normaliser weights the shared statistics' backward
+//! pass; a property test over random batch sizes, replica counts and uneven splits. Burn's
+//! own `BatchNorm` in the same place must miss: the checks can fail.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
@@ -14,10 +16,12 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
 use burn::record::{FullPrecisionSettings, NamedMpkFileRecorder};
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Int, Tensor};
 use burn::train::{ClassificationOutput, TrainOutput, TrainStep};
-use burn_data_parallel::{DataParallel, DataParallelError, FailurePolicy};
+use burn_data_parallel::{DataParallel, DataParallelError, FailurePolicy, Scatter, Split};
 use burn_data_parallel_tests::sync_norm::*;
 use burn_data_parallel_tests::*;
+use proptest::prelude::*;
 
 /// Odd, so that shards differ: 3 + 2 + 2 over three replicas, 2 + 2 + 2 + 1 over four.
 const ROWS: usize = 7;
@@ -307,4 +311,114 @@ fn files_load_into_the_batch_norm_twin_and_back() {
         assert_eq!(a, b);
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Images with a class-weighted loss: the shards' weights are their labels' total weight, not
+/// their rows, and the shared statistics' backward pass must use those weights.
+#[derive(Debug, Clone, Scatter)]
+struct WeightedImages<B: Backend> {
+    images: Tensor<B, 4>,
+    labels: Tensor<B, 1, Int>,
+    #[scatter(normaliser)]
+    label_weights: Tensor<B, 1>,
+}
+
+const CLASS_WEIGHTS: [f32; CLASSES] = [0.5, 2.0, 4.0];
+
+impl<B: Backend> WeightedImages<B> {
+    fn new(batch: ImageBatch<B>) -> Self {
+        let weights = Tensor::<B, 1>::from_floats(CLASS_WEIGHTS, &batch.images.device());
+        Self {
+            label_weights: weights.gather(0, batch.labels.clone()),
+            images: batch.images,
+            labels: batch.labels,
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+struct WeightedSyncNet<B: Backend> {
+    net: SyncNormNet<B>,
+}
+
+impl<B: AutodiffBackend> TrainStep for WeightedSyncNet<B> {
+    type Input = WeightedImages<B>;
+    type Output = ClassificationOutput<B>;
+
+    fn step(&self, batch: Self::Input) -> TrainOutput<Self::Output> {
+        let logits = self.net.forward(batch.images);
+        let loss = CrossEntropyLossConfig::new()
+            .with_weights(Some(CLASS_WEIGHTS.to_vec()))
+            .init(&logits.device())
+            .forward(logits.clone(), batch.labels.clone());
+        let item = ClassificationOutput::new(loss, logits, batch.labels);
+        TrainOutput::new(self, item.loss.backward(), item)
+    }
+}
+
+#[test]
+fn shared_statistics_follow_a_declared_normaliser() {
+    type B = NdAutodiff;
+    let device = Default::default();
+    let model = initialised(WeightedSyncNet {
+        net: SyncNormNet::<B>::new(&device),
+    });
+    let mut bare = bare_copy(&model);
+    let mut dp = DataParallel::new(model, nd_devices(3)).expect("CPU devices");
+    let (mut bare_optim, mut optim) = (AdamConfig::new().init(), AdamConfig::new().init());
+    for step in 0..STEPS {
+        let batch = WeightedImages::new(image_batch::<B>(ROWS, 20 + step, &device));
+        let expected = TrainStep::step(&bare, batch.clone());
+        let output = dp.try_train_step(batch).expect("a step");
+        assert_close(
+            &output.item.loss.into_data(),
+            &expected.item.loss.into_data(),
+            TOLERANCE,
+            &format!("loss of step {step}"),
+        );
+        bare = bare_optim.step(LEARNING_RATE, bare, expected.grads);
+        dp = optim.step(LEARNING_RATE, dp, output.grads);
+    }
+    assert_same_params(dp.template(), &bare, TOLERANCE);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(16))]
+
+    /// Random batch sizes, replica counts and uneven splits: one step's loss, gradients and
+    /// running statistics against the bare model's.
+    #[test]
+    fn any_split_gives_one_devices_step(
+        rows in 2usize..12,
+        replicas in 1usize..5,
+        seed in 0u64..1_000,
+        shares in proptest::collection::vec(1.0f64..4.0, 4),
+    ) {
+        type B = NdAutodiff;
+        let device = Default::default();
+        let model = initialised(SyncNormNet::<B>::new(&device));
+        let bare = bare_copy(&model);
+        let dp = DataParallel::new(model, nd_devices(replicas))
+            .expect("CPU devices")
+            .with_split(Split::Weighted(shares[..replicas].to_vec()))
+            .expect("one weight per device");
+        let batch = image_batch::<B>(rows, seed, &device);
+        let expected = TrainStep::step(&bare, batch.clone());
+        let output = dp.try_train_step(batch).expect("a step");
+        let error = relative_error(&output.item.loss.into_data(), &expected.item.loss.into_data());
+        prop_assert!(error <= TOLERANCE, "loss off by {:e}", error);
+        for ((_, actual), (_, wanted)) in gradients(dp.template(), &output.grads)
+            .iter()
+            .zip(&gradients(&bare, &expected.grads))
+        {
+            if let (Some(actual), Some(wanted)) = (actual, wanted) {
+                let error = relative_error(actual, wanted);
+                prop_assert!(error <= TOLERANCE, "gradient off by {:e}", error);
+            }
+        }
+        for ((_, actual), (_, wanted)) in float_params(dp.template()).iter().zip(&float_params(&bare)) {
+            let error = relative_error(actual, wanted);
+            prop_assert!(error <= TOLERANCE, "state off by {:e}", error);
+        }
+    }
 }
