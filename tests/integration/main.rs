@@ -14,6 +14,7 @@ mod learner;
 mod normalisers;
 mod optimizer_records;
 mod outputs;
+mod parallel_optimizer;
 mod properties;
 mod records;
 mod remote;

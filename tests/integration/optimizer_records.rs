@@ -1,12 +1,13 @@
 //! Optimizer checkpoints: the Adam state saved while training a `DataParallel` is the bare
-//! model's, and a run resumed from a file either way follows the uninterrupted bare run.
+//! model's, and a run resumed from a file either way follows the uninterrupted bare run; the
+//! same with `ParallelOptimizer`, whose records are the adaptor's.
 
 use burn::data::dataloader::batcher::Batcher;
 use burn::module::AutodiffModule;
 use burn::optim::{AdamConfig, Optimizer};
 use burn::record::{BinFileRecorder, FullPrecisionSettings, Record, Recorder};
 use burn::train::TrainStep;
-use burn_data_parallel::DataParallel;
+use burn_data_parallel::{DataParallel, ParallelOptimizer};
 use burn_data_parallel_tests::learner::{ClassBatch, ClassBatcher, class_items};
 use burn_data_parallel_tests::*;
 
@@ -105,4 +106,32 @@ fn adam_state_saved_with_the_bare_model_resumes_data_parallel() {
         &uninterrupted.valid(),
         TOLERANCE,
     );
+}
+
+#[test]
+fn parallel_adam_state_resumes_the_bare_model() {
+    let (model, uninterrupted) = reference();
+    let mut optim = ParallelOptimizer::from_adaptor(AdamConfig::new().init::<B, Dp>());
+    let dp = dp_steps(
+        DataParallel::new(model, devices()).expect("valid"),
+        &mut optim,
+        HALF,
+    );
+    let record = through_file(optim.to_record(), "from-parallel");
+    let mut bare_optim = AdamConfig::new().init::<B, Mlp<B>>().load_record(record);
+    let resumed = bare_steps(dp.into_inner(), &mut bare_optim, HALF);
+    assert_same_params(&resumed, &uninterrupted, TOLERANCE);
+}
+
+#[test]
+fn the_bare_models_adam_state_resumes_a_parallel_optimizer() {
+    let (model, uninterrupted) = reference();
+    let mut optim = AdamConfig::new().init::<B, Mlp<B>>();
+    let bare = bare_steps(model, &mut optim, HALF);
+    let record = through_file(optim.to_record(), "to-parallel");
+    let mut dp_optim =
+        ParallelOptimizer::<_, B, Mlp<B>>::new(AdamConfig::new().build()).load_record(record);
+    let dp = DataParallel::new(bare, devices()).expect("valid");
+    let resumed = dp_steps(dp, &mut dp_optim, HALF);
+    assert_same_params(resumed.template(), &uninterrupted, TOLERANCE);
 }

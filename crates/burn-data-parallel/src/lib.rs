@@ -91,6 +91,8 @@ mod graph;
 mod kind;
 mod module;
 mod normaliser;
+#[cfg(feature = "train")]
+mod optim;
 mod reduce;
 #[cfg(feature = "remote")]
 mod remote;
@@ -153,6 +155,8 @@ pub use gather::{Gather, GatherContext, Mean, Sum};
 #[cfg(feature = "cuda")]
 pub use kind::cuda::cuda_driver_present;
 pub use normaliser::{Normalised, Normaliser};
+#[cfg(feature = "train")]
+pub use optim::ParallelOptimizer;
 pub use reduce::Reduction;
 pub use scatter::{Broadcast, Scatter, ScatterContext, batch_size};
 pub use split::SplitPlan;
