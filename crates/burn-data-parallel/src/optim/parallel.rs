@@ -98,9 +98,11 @@ where
         }
     }
 
-    /// The same optimizer as Burn's `adaptor` (what `AdamConfig::new().init()` gives), with
-    /// its gradient clipping and its state.
-    pub fn from_adaptor<M2: AutodiffModule<B>>(adaptor: OptimizerAdaptor<O, M2, B>) -> Self {
+    /// The same optimizer as Burn's `adaptor` for the `DataParallel` (what
+    /// `AdamConfig::new().init()` gives), with its gradient clipping and its state. For an
+    /// adaptor of another module (the bare model), move its state with
+    /// `ParallelOptimizer::new(optim).load_record(adaptor.to_record())`.
+    pub fn from_adaptor(adaptor: OptimizerAdaptor<O, DataParallel<B, M>, B>) -> Self {
         Self {
             optim: adaptor.optim().clone(),
             records: adaptor.to_record(),

@@ -41,7 +41,7 @@ use burn::train::{
     SupervisedTraining, TrainStep, TrainingStrategy,
 };
 use burn::{Dispatch, DispatchDevice};
-use burn_data_parallel::{DataParallel, Scatter, ScatterContext, StepTimings};
+use burn_data_parallel::{DataParallel, ParallelOptimizer, Scatter, ScatterContext, StepTimings};
 
 #[global_allocator]
 static ALLOC: Counting = Counting::new();
@@ -218,30 +218,25 @@ fn ceiling<'a, M: Measured>(
     }
 }
 
-/// `DataParallel` configurations over `devices`, template on `host`: the per-replica path and,
-/// when `keras`, the Keras-style path.
-fn dp_configs<'a, M: Measured>(
-    model: &M,
-    label: &str,
-    host: &DispatchDevice,
-    devices: Vec<DispatchDevice>,
+/// The per-replica training step of `dp` with Adam through `optim`, timed phase by phase.
+fn train_step_config<'a, M, O>(
+    run: String,
+    dp: DataParallel<B, M>,
+    mut optim: O,
     batch: &'a ImageBatch<B>,
-    keras: bool,
-) -> Vec<Config<'a>> {
-    let replicas = devices.len();
-    let off_host = devices.iter().filter(|device| *device != host).count() as u64;
-    let bound = 2 * off_host * 4 * Module::num_params(model) as u64;
+    bound: u64,
+) -> Config<'a>
+where
+    M: Measured,
+    O: Optimizer<DataParallel<B, M>, B> + 'a,
+{
+    let replicas = dp.replica_devices().len();
     let n = batch.images.dims()[0];
-    let new_dp =
-        || DataParallel::new(model.clone().fork(host), devices.clone()).expect("CPU devices");
-    let mut configs = Vec::new();
-
     // The step closure owns the module; the traffic and phase closures read it after the
     // rounds.
-    let shared = Rc::new(RefCell::new((new_dp(), 0usize, Phases::default())));
+    let shared = Rc::new(RefCell::new((dp, 0usize, Phases::default())));
     let (state, traffic, phases) = (shared.clone(), shared.clone(), shared);
-    let mut optim = AdamConfig::new().init();
-    let mut config = Config::new(format!("{label}, TrainStep"), replicas, "a", move |steps| {
+    let mut config = Config::new(run, replicas, "a", move |steps| {
         let mut state = state.borrow_mut();
         for _ in 0..steps {
             let output = state
@@ -262,7 +257,41 @@ fn dp_configs<'a, M: Measured>(
     }));
     config.phases = Some(Box::new(move || phases.borrow().2.clone()));
     config.bound = Some(bound);
-    configs.push(config);
+    config
+}
+
+/// `DataParallel` configurations over `devices`, template on `host`: the per-replica path and,
+/// when `keras`, the Keras-style path.
+fn dp_configs<'a, M: Measured>(
+    model: &M,
+    label: &str,
+    host: &DispatchDevice,
+    devices: Vec<DispatchDevice>,
+    batch: &'a ImageBatch<B>,
+    keras: bool,
+) -> Vec<Config<'a>> {
+    let replicas = devices.len();
+    let off_host = devices.iter().filter(|device| *device != host).count() as u64;
+    let bound = 2 * off_host * 4 * Module::num_params(model) as u64;
+    let n = batch.images.dims()[0];
+    let new_dp =
+        || DataParallel::new(model.clone().fork(host), devices.clone()).expect("CPU devices");
+    let mut configs = vec![
+        train_step_config(
+            format!("{label}, TrainStep"),
+            new_dp(),
+            AdamConfig::new().init(),
+            batch,
+            bound,
+        ),
+        train_step_config(
+            format!("{label}, TrainStep, ParallelOptimizer"),
+            new_dp(),
+            ParallelOptimizer::from_adaptor(AdamConfig::new().init()),
+            batch,
+            bound,
+        ),
+    ];
 
     if keras {
         let mut dp = new_dp();
@@ -307,8 +336,9 @@ fn dp_configs<'a, M: Measured>(
 
 /// One epoch through the `Learner` over `items` images in batches of `loader_batch`, with
 /// `strategy` (the default: one device); returns the images processed.
-fn learner_epoch<M>(
+fn learner_epoch<M, O>(
     model: M,
+    optim: O,
     strategy: Option<ExecutionStrategy<B>>,
     loader_batch: usize,
     items: usize,
@@ -323,6 +353,7 @@ where
         > + TrainStep<Input = ImageBatch<B>, Output = ClassificationOutput<B>>
         + core::fmt::Display
         + 'static,
+    O: Optimizer<M, B> + 'static,
 {
     let batcher = ImageBatcher {
         channels: 3,
@@ -343,7 +374,7 @@ where
     if let Some(strategy) = strategy {
         training = training.with_training_strategy(TrainingStrategy::Default(strategy));
     }
-    let _ = training.launch(Learner::new(model, AdamConfig::new().init(), 1e-3));
+    let _ = training.launch(Learner::new(model, optim, 1e-3));
     let _ = std::fs::remove_dir_all(dir);
     items + loader_batch
 }
@@ -428,7 +459,7 @@ fn measure<M: Measured>(
         "(L-a) Learner, bare model",
         1,
         "L-a",
-        move |_| learner_epoch(m1.clone(), None, global, items),
+        move |_| learner_epoch(m1.clone(), AdamConfig::new().init(), None, global, items),
     ));
     configs.push(Config::new(
         "(L-c) Learner, DataParallel",
@@ -436,7 +467,20 @@ fn measure<M: Measured>(
         "L-a",
         move |_| {
             let dp = DataParallel::new(m2.clone(), vec![h2.clone(); r]).expect("CPU devices");
-            learner_epoch(dp, None, global, items)
+            learner_epoch(dp, AdamConfig::new().init(), None, global, items)
+        },
+    ));
+    // The Learner's optimizer step on the workers, every parameter (and Adam's large ones by
+    // rows) at once.
+    let (m5, h5) = (model.clone(), host.clone());
+    configs.push(Config::new(
+        "(L-p) Learner, DataParallel, ParallelOptimizer",
+        r,
+        "L-a",
+        move |_| {
+            let dp = DataParallel::new(m5.clone(), vec![h5.clone(); r]).expect("CPU devices");
+            let optim = ParallelOptimizer::from_adaptor(AdamConfig::new().init());
+            learner_epoch(dp, optim, None, global, items)
         },
     ));
     // The template, and so the Learner's optimizer step, on Flex, whose kernels use every
@@ -449,7 +493,7 @@ fn measure<M: Measured>(
         move |_| {
             let dp =
                 DataParallel::new(m4.clone().fork(&o4), vec![h4.clone(); r]).expect("CPU devices");
-            learner_epoch(dp, None, global, items)
+            learner_epoch(dp, AdamConfig::new().init(), None, global, items)
         },
     ));
     configs.push(Config::new(
@@ -461,7 +505,13 @@ fn measure<M: Measured>(
                 vec![h3.clone(); r],
                 MultiDeviceOptim::OptimMainDevice,
             );
-            learner_epoch(m3.clone(), Some(strategy), per_device, items)
+            learner_epoch(
+                m3.clone(),
+                AdamConfig::new().init(),
+                Some(strategy),
+                per_device,
+                items,
+            )
         },
     ));
 
