@@ -62,6 +62,8 @@
 //! - [`Reduction`]: how the inner model's loss is reduced, which decides gradient weights;
 //!   [`Normaliser`] and [`Normalised`]: what a loss averages over, when not rows.
 //! - [`SyncBatchNorm`]: Burn's `BatchNorm` with statistics over every replica's shard.
+//! - [`ParallelOptimizer`] (feature `train`): Burn's simple optimizers stepping the template's
+//!   parameters on the workers, with the records of Burn's `OptimizerAdaptor`.
 //!
 //! # Features
 //!
