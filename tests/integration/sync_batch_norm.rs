@@ -205,6 +205,28 @@ impl<B: AutodiffBackend> TrainStep for Flaky<B> {
     }
 }
 
+/// Sleeps through the first step it is asked to: its replica with three rows sleeps before
+/// its forward pass, while the others wait for its statistics.
+static SLEEP_ONCE: AtomicBool = AtomicBool::new(false);
+
+#[derive(Module, Debug)]
+struct Sleepy<B: Backend> {
+    net: SyncNormNet<B>,
+}
+
+impl<B: AutodiffBackend> TrainStep for Sleepy<B> {
+    type Input = ImageBatch<B>;
+    type Output = ClassificationOutput<B>;
+
+    fn step(&self, batch: Self::Input) -> TrainOutput<Self::Output> {
+        if batch.images.dims()[0] == 3 && SLEEP_ONCE.swap(false, Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_secs(4));
+        }
+        let item = self.net.classify(batch);
+        TrainOutput::new(self, item.loss.backward(), item)
+    }
+}
+
 /// Runs `f` on its own thread and waits at most a minute: a hang fails the test.
 fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     let (send, receive) = mpsc::channel();
@@ -421,4 +443,35 @@ proptest! {
             prop_assert!(error <= TOLERANCE, "state off by {:e}", error);
         }
     }
+}
+
+#[test]
+fn a_replica_past_the_deadline_releases_the_others_and_is_left_out() {
+    within_a_minute(|| {
+        type B = NdAutodiff;
+        let device = Default::default();
+        let model = initialised(Sleepy {
+            net: SyncNormNet::<B>::new(&device),
+        });
+        let bare = bare_copy(&model.net);
+        let dp = DataParallel::new(model, nd_devices(3))
+            .expect("CPU devices")
+            .with_failure_policy(FailurePolicy::Redistribute)
+            .with_step_deadline(Duration::from_millis(500));
+        let batch = image_batch::<B>(ROWS, 4, &device);
+        SLEEP_ONCE.store(true, Ordering::SeqCst);
+        let began = std::time::Instant::now();
+        let output = dp
+            .try_train_step(batch.clone())
+            .expect("the step completes");
+        assert!(
+            began.elapsed() < Duration::from_secs(3),
+            "the step waited for the sleeper: {:?}",
+            began.elapsed()
+        );
+        // Only the sleeper's device is left out: the replicas that waited for it are sound.
+        assert_eq!(dp.lost_devices().len(), 1, "{:?}", dp.lost_devices());
+        let expected = TrainStep::step(&bare, batch);
+        assert_gradients(&dp.template().net, &output.grads, &bare, &expected.grads);
+    });
 }

@@ -43,8 +43,11 @@ struct GroupState {
     /// Whether any exchange took place: a step whose layers exchanged nothing can be
     /// redistributed by shards.
     used: bool,
-    /// Ranks that failed only because the group released them.
+    /// Ranks that failed only because the group released them, or that were waiting at an
+    /// exchange when the caller aborted (a deadline counts them as stalled: they are not).
     released: Vec<usize>,
+    /// Ranks blocked at an exchange now.
+    waiting: Vec<usize>,
 }
 
 #[derive(Debug)]
@@ -89,6 +92,8 @@ impl SyncGroup {
         if state.aborted.is_none() {
             state.aborted = Some(reason.to_string());
         }
+        let waiting = core::mem::take(&mut state.waiting);
+        state.released.extend(waiting);
         drop(state);
         self.changed.notify_all();
     }
@@ -135,10 +140,14 @@ impl SyncGroup {
                      batch statistics ({why}); the step's statistics cannot be complete"
                 );
             }
+            if !state.waiting.contains(&rank) {
+                state.waiting.push(rank);
+            }
             state = self
                 .changed
                 .wait(state)
                 .unwrap_or_else(PoisonError::into_inner);
+            state.waiting.retain(|&other| other != rank);
         }
         let exchange = state
             .exchanges
