@@ -252,3 +252,38 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn forward_parallel_leaves_out_a_shard_with_nothing_to_average() {
+    // Four replicas over seven rows: the first shard (rows 0..2) is all padding, so its
+    // replica's loss is 0/0. The merged loss and the gradients must be the bare model's.
+    type B = NdAutodiff;
+    let device = Default::default();
+    let model = initialised(Tagger::<B>::new(&device));
+    let bare = bare_copy(&model);
+    let dp = DataParallel::new(model, nd_devices(4)).expect("CPU devices");
+    let batch = padded_batch::<B>(ROWS, 2, 5, &device);
+    let (output, pending) = dp
+        .try_forward_parallel(batch.clone(), |model, batch| model.tag(batch))
+        .expect("a forward pass");
+    let expected = bare.tag(batch);
+    assert_close(
+        &output.loss.clone().into_data(),
+        &expected.loss.clone().into_data(),
+        TOLERANCE,
+        "loss",
+    );
+    let grads = pending.try_backward(output.loss).expect("a backward pass");
+    let expected_grads = GradientsParams::from_grads(expected.loss.backward(), &bare);
+    for ((_, actual), (_, expected)) in gradients(dp.template(), &grads)
+        .iter()
+        .zip(&gradients(&bare, &expected_grads))
+    {
+        assert_close(
+            actual.as_ref().expect("a gradient"),
+            expected.as_ref().expect("a gradient"),
+            TOLERANCE,
+            "gradient",
+        );
+    }
+}

@@ -8,9 +8,12 @@ use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::grad_clipping::GradientClippingConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamConfig, AdamWConfig, Optimizer, SgdConfig, SimpleOptimizer};
+use burn::optim::{
+    AdamConfig, AdamWConfig, MultiGradientsParams, Optimizer, SgdConfig, SimpleOptimizer,
+};
 use burn::tensor::Int;
 use burn::tensor::Tensor;
+use burn::tensor::backend::DeviceOps;
 use burn_data_parallel::{DataParallel, ParallelOptimizer};
 use burn_data_parallel_tests::learner::ClassBatch;
 use burn_data_parallel_tests::*;
@@ -119,4 +122,34 @@ fn gradient_clipping_carries_over_both_ways() {
     let plain = ParallelOptimizer::<_, B, Mlp<B>>::new(AdamConfig::new().build());
     let back: OptimizerAdaptor<_, Mlp<B>, B> = plain.into_adaptor();
     assert!(!back.has_gradient_clipping());
+}
+
+#[test]
+fn per_device_gradient_sets_are_summed_as_the_adaptor_sums_them() {
+    // Burn's multi-device strategy hands the optimizer one gradient set per device; both
+    // optimizers add a parameter's sets together before its step.
+    let device = Default::default();
+    let model = initialised(Mlp::<B>::new(INPUTS, 3, &device));
+    let with_adaptor = DataParallel::new(bare_copy(&model), nd_devices(2)).expect("CPU");
+    let with_parallel = DataParallel::new(model, nd_devices(2)).expect("CPU");
+    let sets = |dp: &Dp| MultiGradientsParams {
+        grads: (0..2)
+            .map(|step| {
+                let grads = dp.try_train_step(batch(step)).expect("a step").grads;
+                (grads, device.id())
+            })
+            .collect(),
+    };
+    let mut adaptor = AdamConfig::new().init();
+    let mut parallel = ParallelOptimizer::from_adaptor(AdamConfig::new().init());
+    let grads = sets(&with_adaptor);
+    let with_adaptor = adaptor.step_multi(1e-2, with_adaptor, grads);
+    let grads = sets(&with_parallel);
+    let with_parallel = parallel.step_multi(1e-2, with_parallel, grads);
+    for ((id, actual), (_, expected)) in float_params(&with_parallel)
+        .iter()
+        .zip(&float_params(&with_adaptor))
+    {
+        assert_eq!(actual, expected, "parameter {id}");
+    }
 }

@@ -27,6 +27,11 @@ use proptest::prelude::*;
 const ROWS: usize = 7;
 const STEPS: u64 = 10;
 const TOLERANCE: f32 = 1e-6;
+/// One step's gradients in the property test, over random uneven splits. The convolution's
+/// weight gradient comes back through both exchanges of the statistics' backward pass, summed
+/// per shard and then across shards where one device sums once: up to 6e-7 measured on a quiet
+/// machine and 1.0e-6 while the rest of the suite ran beside it.
+const GRADIENT_TOLERANCE: f32 = 2e-6;
 /// Measured worst errors after ten steps at this rate: 4.8e-7 (two replicas), 5.8e-7 (three,
 /// across two backends); the statistics are sums of per-shard sums, one device's a single sum.
 const LEARNING_RATE: f64 = 1e-2;
@@ -433,9 +438,14 @@ proptest! {
             .iter()
             .zip(&gradients(&bare, &expected.grads))
         {
-            if let (Some(actual), Some(wanted)) = (actual, wanted) {
-                let error = relative_error(actual, wanted);
-                prop_assert!(error <= TOLERANCE, "gradient off by {:e}", error);
+            match (actual, wanted) {
+                (Some(actual), Some(wanted)) => {
+                    let error = relative_error(actual, wanted);
+                    prop_assert!(error <= GRADIENT_TOLERANCE, "gradient off by {:e}", error);
+                }
+                // Running statistics: no gradient on either side.
+                (None, None) => {}
+                _ => prop_assert!(false, "a gradient is missing on one side"),
             }
         }
         for ((_, actual), (_, wanted)) in float_params(dp.template()).iter().zip(&float_params(&bare)) {
@@ -473,5 +483,37 @@ fn a_replica_past_the_deadline_releases_the_others_and_is_left_out() {
         assert_eq!(dp.lost_devices().len(), 1, "{:?}", dp.lost_devices());
         let expected = TrainStep::step(&bare, batch);
         assert_gradients(&dp.template().net, &output.grads, &bare, &expected.grads);
+    });
+}
+
+#[test]
+fn a_shard_with_nothing_to_average_is_an_error_not_a_wrong_gradient() {
+    // Its rows shape the shared statistics, but its gradients are weighted by 0: no value
+    // can carry its part, so the step fails and says why.
+    within_a_minute(|| {
+        type B = NdAutodiff;
+        let device = Default::default();
+        let model = initialised(WeightedSyncNet {
+            net: SyncNormNet::<B>::new(&device),
+        });
+        let before = float_params(&model);
+        let dp = DataParallel::new(model, nd_devices(4)).expect("CPU devices");
+        let mut batch = WeightedImages::new(image_batch::<B>(ROWS, 30, &device));
+        // Rows 0..2 (the first of four shards) weigh nothing.
+        batch.label_weights = batch
+            .label_weights
+            .slice_assign([0..2], Tensor::zeros([2], &device));
+        let Err(error) = dp.try_train_step(batch) else {
+            panic!("the step should fail");
+        };
+        assert!(
+            error
+                .to_string()
+                .contains("holds none of what the loss averages over"),
+            "{error}"
+        );
+        for ((_, a), (_, b)) in float_params(dp.template()).iter().zip(&before) {
+            assert_eq!(a, b, "the template changed");
+        }
     });
 }

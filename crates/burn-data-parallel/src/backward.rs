@@ -222,6 +222,14 @@ where
                 if len == 0 {
                     continue; // nothing of this replica in this tensor (`narrow` refuses 0)
                 }
+                if let CutSplit::Scaled(weights) = &cut.split
+                    && weights[index] == 0.0
+                {
+                    // Left out of the merge (a shard with nothing its loss averages over,
+                    // whose loss is 0/0): nothing of the loss flows back to it.
+                    offset += len;
+                    continue;
+                }
                 let slice = match &cut.split {
                     CutSplit::Rows => grad.clone().narrow(0, offset, len),
                     CutSplit::Scaled(weights) if weights[index] == 1.0 => grad.clone(),

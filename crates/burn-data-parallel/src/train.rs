@@ -69,16 +69,20 @@ where
     /// 2. Each replica is forked from the template on its worker thread (`fork`: its own
     ///    autodiff leaves, with the template's parameter ids) and owns its running state.
     /// 3. Each worker runs the inner model's `step` on its shard, weights the gradients
-    ///    (`n_i/n` for [`Reduction::Mean`](crate::Reduction::Mean), 1 for
-    ///    [`Reduction::Sum`](crate::Reduction::Sum)) and moves them to the host.
+    ///    (`n_i/n` for [`Reduction::Mean`](crate::Reduction::Mean), or `c_i/c` when the input
+    ///    declares a [normaliser](crate::Normaliser); 1 for
+    ///    [`Reduction::Sum`](crate::Reduction::Sum)) and moves them to the host. Layers that
+    ///    share statistics across replicas ([`SyncBatchNorm`](crate::SyncBatchNorm)) exchange
+    ///    them between the workers, forward and backward.
     /// 4. The host adds them in device order: `Σ w_i · g_i`. For a mean-reduced loss, this is
     ///    the gradient of the full batch.
     /// 5. The items are merged with [`Gather`] (losses as the same weighted mean or sum).
     /// 6. State updated in forward (BatchNorm's running statistics) becomes the shard-weighted
     ///    mean `Σ n_i/n · s_i` of the replicas' updated state, stored in the template on the
-    ///    host. For BatchNorm's running mean this is exactly the single-device value; the
-    ///    running variance is the mean of the shards' variances, which leaves out the spread
-    ///    between shard means.
+    ///    host. With `SyncBatchNorm` every replica holds the batch's statistics, so this is the
+    ///    single-device value; with Burn's `BatchNorm` the running mean is, and the running
+    ///    variance is the mean of the shards' variances, which leaves out the spread between
+    ///    shard means.
     ///
     /// The optimizer step that follows (`Learner`'s, or the caller's) updates the template.
     ///
@@ -95,8 +99,9 @@ where
     /// state) is unchanged.
     ///
     /// Under [`FailurePolicy::Redistribute`] a failed replica is not an error: the replicas
-    /// that finished run its rows, and the step completes with the full batch's gradient
-    /// ([`with_failure_policy`](Self::with_failure_policy)).
+    /// that finished run its rows (or, when layers shared statistics across the replicas, the
+    /// whole batch runs again on the devices left), and the step completes with the full
+    /// batch's gradient ([`with_failure_policy`](Self::with_failure_policy)).
     pub fn try_train_step(&self, input: M::Input) -> Result<TrainOutput<M::Output>> {
         let started = Instant::now();
         let plan = self.plan(&input)?;
@@ -296,8 +301,21 @@ where
             }
             let retry = SplitPlan::new(plan.batch_size(), devices.len())?.on_devices(&devices);
             let round = self.train_round(&retry, input, Timing::Skip)?;
-            let results = round.outcomes.into_iter().collect::<Result<Vec<_>>>()?;
-            return Ok((retry, results));
+            let group = round.group;
+            let mut results = Vec::with_capacity(round.outcomes.len());
+            let mut errors = Vec::new();
+            for (shard, outcome) in round.outcomes.into_iter().enumerate() {
+                match outcome {
+                    Ok(done) => results.push(done),
+                    Err(error) => errors.push((group.was_released(shard), error)),
+                }
+            }
+            // The cause's error, not that of a replica it released.
+            errors.sort_by_key(|(released, _)| *released);
+            return match errors.into_iter().next() {
+                Some((_, error)) => Err(error),
+                None => Ok((retry, results)),
+            };
         }
         let survivors: Vec<usize> = finished.iter().map(|(shard, _)| *shard).collect();
         let retry = SplitPlan::partial(plan.batch_size(), redistribute(&plan, &failed, &survivors));

@@ -185,13 +185,18 @@ enum Grads {
 }
 
 impl Grads {
-    fn remove<B: Backend, const D: usize>(&mut self, id: ParamId) -> Option<Tensor<B, D>> {
+    /// The parameter's gradient and the device its step runs on, as the adaptor takes them
+    /// (Burn's multi-device sets sum the devices' gradients).
+    fn remove<B: Backend, const D: usize>(
+        &mut self,
+        id: ParamId,
+    ) -> Option<(Tensor<B, D>, B::Device)> {
         match self {
-            Grads::Single(grads) => grads.remove(id),
-            Grads::Multi(grads) => grads
-                .grads
-                .iter_mut()
-                .find_map(|(grads, _)| grads.remove(id)),
+            Grads::Single(grads) => grads.remove::<B, D>(id).map(|grad| {
+                let device = grad.device();
+                (grad, device)
+            }),
+            Grads::Multi(grads) => grads.remove::<B, D>(id),
         }
     }
 }
@@ -218,10 +223,9 @@ where
 {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         let id = param.id;
-        let Some(grad) = self.grads.remove::<B::InnerBackend, D>(id) else {
+        let Some((grad, device)) = self.grads.remove::<B::InnerBackend, D>(id) else {
             return;
         };
-        let device = grad.device();
         let tensor = param.val();
         let require_grad = tensor.is_require_grad();
         let tensor = tensor.inner().to_device(&device);

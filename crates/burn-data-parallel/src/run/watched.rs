@@ -275,6 +275,8 @@ fn stop_if_lost() {
         let slot = slot.try_borrow().ok()?;
         let watch = slot.as_ref()?;
         let why = (watch.lost)()?;
+        // Replicas waiting for this one at a shared layer (SyncBatchNorm) must not wait on.
+        crate::sync::group::leave_for_good(&format!("its device {} was lost: {}", why.0, why.1));
         (watch.report)(why);
         // A transfer this thread had started will not finish; let the others go on.
         (watch.release)();

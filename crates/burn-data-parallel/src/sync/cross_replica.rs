@@ -142,14 +142,17 @@ impl<X: Backend> Backward<X, 1> for CrossReplicaSum {
     ) {
         let state = ops.state;
         let grad = inner::<X>(grads.consume::<X>(&ops.node));
-        // In units of the batch's loss. A shard of weight 0 holds nothing its loss averages
-        // over: its loss, and so `grad`, may be 0/0, and it adds nothing.
-        let mine = if state.weight == 0.0 {
-            grad.zeros_like()
-        } else {
-            grad.mul_scalar(state.weight)
-        };
-        let posted: Posted = (0.0, Arc::new(mine));
+        if state.weight == 0.0 {
+            // Its rows shape the statistics, so the batch's gradient reaches them through the
+            // other shards' losses; but the host weighs this replica's gradients by 0, so no
+            // value returned here could carry that. The others are released with this reason.
+            panic!(
+                "SyncBatchNorm: shard {} holds none of what the loss averages over (its declared                  normaliser is 0), yet its rows shape the shared statistics: its part of the                  gradient cannot be weighted. Use batches where every shard has a count, or                  fewer replicas",
+                state.rank
+            );
+        }
+        // In units of the batch's loss.
+        let posted: Posted = (0.0, Arc::new(grad.mul_scalar(state.weight)));
         let parts = state
             .group
             .exchange(Key::Backward(state.key), state.rank, posted);

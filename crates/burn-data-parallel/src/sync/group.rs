@@ -3,10 +3,13 @@
 //! [`SyncBatchNorm`](super::SyncBatchNorm)) posts its shard's part and waits for every other
 //! replica's.
 //!
-//! A replica that leaves (fails, panics, or ends its work) before posting to an exchange the
-//! others wait at, and a group the caller aborts (a replica stalled past the step deadline),
-//! release the waiters with a panic that names the cause: never a hang. The caller turns the
-//! panics into its usual typed errors.
+//! A replica that leaves (fails, panics, is lost, or ends its work) before posting to an
+//! exchange the others wait at, and a group the caller aborts (a replica stalled past the step
+//! deadline), release the waiters with a panic that names the cause. The caller turns the
+//! panics into its usual typed errors. Exchanges are matched by their order on each replica:
+//! replicas must make the same sequence of them, as the same model on rows of the same batch
+//! does; a model whose control flow depends on its rows could leave one waiting (bounded by the
+//! step deadline where one is set).
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -117,8 +120,9 @@ impl SyncGroup {
         self.changed.notify_all();
         loop {
             if let Some(reason) = &state.aborted {
+                // Not counted as released here: `abort` recorded the ranks that were waiting,
+                // and one arriving only now is the late one.
                 let reason = reason.clone();
-                state.released.push(rank);
                 drop(state);
                 panic!("SyncBatchNorm: the step was abandoned ({reason})");
             }
@@ -213,14 +217,34 @@ thread_local! {
 }
 
 /// Runs `f` with this thread's membership, if it has one.
+///
+/// The membership is taken out of the thread for the length of `f` and put back after: work
+/// `f` starts may run another replica's job on this same thread (a CPU kernel's rayon join
+/// can), and that job joins and leaves with a membership of its own.
 pub(crate) fn with_member<T>(f: impl FnOnce(Option<&mut Member>) -> T) -> T {
-    CURRENT.with(|current| f(current.borrow_mut().as_mut()))
+    let mut member = CURRENT.with(|current| current.borrow_mut().take());
+    let result = f(member.as_mut());
+    CURRENT.with(|current| *current.borrow_mut() = member);
+    result
+}
+
+/// Leaves this thread's group, if it is in one, so that no other replica waits for it: for a
+/// replica thread that will never return (its device was lost, and it parks for good).
+#[cfg(feature = "train")]
+pub(crate) fn leave_for_good(why: &str) {
+    let member = CURRENT.with(|current| current.borrow_mut().take());
+    if let Some(member) = member {
+        member.group.leave(member.rank, why.to_string());
+    }
 }
 
 /// This thread's membership of a group, for as long as the guard lives.
 pub(crate) struct Membership {
     group: Arc<SyncGroup>,
     rank: usize,
+    /// The membership this thread had before (another replica's job, further down its
+    /// stack), given back when the guard drops.
+    previous: Option<Member>,
     /// Whether ending the membership means the replica is done with the group: true when
     /// its whole part of the call (forward and any backward) runs under the guard.
     done_on_exit: bool,
@@ -233,24 +257,26 @@ pub(crate) fn join(
     mode: Mode,
     done_on_exit: bool,
 ) -> Membership {
-    CURRENT.with(|current| {
-        *current.borrow_mut() = Some(Member {
+    let previous = CURRENT.with(|current| {
+        current.borrow_mut().replace(Member {
             group: group.clone(),
             rank,
             mode,
             forward_calls: 0,
-        });
+        })
     });
     Membership {
         group: group.clone(),
         rank,
+        previous,
         done_on_exit,
     }
 }
 
 impl Drop for Membership {
     fn drop(&mut self) {
-        CURRENT.with(|current| current.borrow_mut().take());
+        let previous = self.previous.take();
+        CURRENT.with(|current| *current.borrow_mut() = previous);
         if std::thread::panicking() {
             self.group.leave(self.rank, "its work panicked".to_string());
         } else if self.done_on_exit {
