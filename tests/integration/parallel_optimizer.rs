@@ -45,15 +45,14 @@ where
     let mut parallel = ParallelOptimizer::from_adaptor(adaptor.clone());
     let mut adaptor = adaptor;
     for step in 0..STEPS {
+        // One batch for both: other tests draw from the same seeded generator meanwhile.
+        let batch = batch(step);
         let grads = with_adaptor
-            .try_train_step(batch(step))
+            .try_train_step(batch.clone())
             .expect("a step")
             .grads;
         with_adaptor = adaptor.step(1e-2, with_adaptor, grads);
-        let grads = with_parallel
-            .try_train_step(batch(step))
-            .expect("a step")
-            .grads;
+        let grads = with_parallel.try_train_step(batch).expect("a step").grads;
         with_parallel = parallel.step(1e-2, with_parallel, grads);
     }
     for ((id, actual), (_, expected)) in float_params(&with_parallel)
@@ -65,15 +64,13 @@ where
     // The state is the adaptor's too: one more step from each optimizer's record agrees.
     assert_eq!(parallel.to_record().len(), adaptor.to_record().len());
     let mut resumed = adaptor.clone().load_record(parallel.to_record());
+    let last = batch(STEPS);
     let grads = with_adaptor
-        .try_train_step(batch(STEPS))
+        .try_train_step(last.clone())
         .expect("a step")
         .grads;
     let from_adaptor_state = adaptor.step(1e-2, with_adaptor.clone(), grads);
-    let grads = with_adaptor
-        .try_train_step(batch(STEPS))
-        .expect("a step")
-        .grads;
+    let grads = with_adaptor.try_train_step(last).expect("a step").grads;
     let from_parallel_state = resumed.step(1e-2, with_adaptor, grads);
     for ((id, actual), (_, expected)) in float_params(&from_parallel_state)
         .iter()
@@ -132,10 +129,12 @@ fn per_device_gradient_sets_are_summed_as_the_adaptor_sums_them() {
     let model = initialised(Mlp::<B>::new(INPUTS, 3, &device));
     let with_adaptor = DataParallel::new(bare_copy(&model), nd_devices(2)).expect("CPU");
     let with_parallel = DataParallel::new(model, nd_devices(2)).expect("CPU");
+    let batches = [batch(0), batch(1)];
     let sets = |dp: &Dp| MultiGradientsParams {
-        grads: (0..2)
-            .map(|step| {
-                let grads = dp.try_train_step(batch(step)).expect("a step").grads;
+        grads: batches
+            .iter()
+            .map(|batch| {
+                let grads = dp.try_train_step(batch.clone()).expect("a step").grads;
                 (grads, device.id())
             })
             .collect(),
