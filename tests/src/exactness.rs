@@ -10,7 +10,7 @@ use burn_data_parallel::DataParallel;
 
 use crate::learner::{ClassBatch, ClassBatcher, class_items};
 use crate::{
-    Mlp, bare_copy, float_params, gradients, initialised, random, relative_error, worst_of,
+    Mlp, bare_copy, float_params, gradient_errors, initialised, random, relative_error, worst_of,
 };
 use burn::data::dataloader::batcher::Batcher;
 
@@ -20,24 +20,6 @@ pub type Outcome = Result<f32, String>;
 /// The largest error, NaN if any is NaN: a check that computed NaN must not pass.
 pub fn worst(errors: impl IntoIterator<Item = f32>) -> f32 {
     errors.into_iter().fold(0.0, worst_of)
-}
-
-/// The relative error of every parameter's gradient in `actual` (of `dp`'s template) against
-/// `expected` (of `bare`).
-fn gradient_errors<B: AutodiffBackend>(
-    template: &Mlp<B>,
-    actual: &GradientsParams,
-    bare: &Mlp<B>,
-    expected: &GradientsParams,
-) -> Result<Vec<f32>, String> {
-    gradients(template, actual)
-        .iter()
-        .zip(&gradients(bare, expected))
-        .map(|((_, a), (_, e))| match (a, e) {
-            (Some(a), Some(e)) => Ok(relative_error(a, e)),
-            _ => Err("a parameter has no gradient".to_string()),
-        })
-        .collect()
 }
 
 /// A model built on `host` and the bare copy of it moved to `reference`.

@@ -232,6 +232,63 @@ pub fn gradients<B: AutodiffBackend, M: Module<B>>(
     collect.1
 }
 
+/// Each parameter's gradient in `actual` (for `template`) beside its gradient in `expected`
+/// (for `bare`), in visiting order. Parameters with no gradient on either side (running
+/// state) are left out; one with a gradient on one side only is an error.
+pub fn gradient_pairs<B: AutodiffBackend, M1: Module<B>, M2: Module<B>>(
+    template: &M1,
+    actual: &GradientsParams,
+    bare: &M2,
+    expected: &GradientsParams,
+) -> Result<Vec<(ParamId, TensorData, TensorData)>, String> {
+    let (actual, expected) = (gradients(template, actual), gradients(bare, expected));
+    if actual.len() != expected.len() {
+        return Err(format!(
+            "{} parameters against {}",
+            actual.len(),
+            expected.len()
+        ));
+    }
+    let mut pairs = Vec::with_capacity(actual.len());
+    for ((id, actual), (_, expected)) in actual.into_iter().zip(expected) {
+        match (actual, expected) {
+            (Some(actual), Some(expected)) => pairs.push((id, actual, expected)),
+            (None, None) => {}
+            _ => return Err(format!("parameter {id} has a gradient on one side only")),
+        }
+    }
+    Ok(pairs)
+}
+
+/// The relative error of every gradient of [`gradient_pairs`].
+pub fn gradient_errors<B: AutodiffBackend, M1: Module<B>, M2: Module<B>>(
+    template: &M1,
+    actual: &GradientsParams,
+    bare: &M2,
+    expected: &GradientsParams,
+) -> Result<Vec<f32>, String> {
+    let pairs = gradient_pairs(template, actual, bare, expected)?;
+    Ok(pairs
+        .iter()
+        .map(|(_, actual, expected)| relative_error(actual, expected))
+        .collect())
+}
+
+/// Asserts every gradient of [`gradient_pairs`] close within `tolerance`.
+pub fn assert_gradients<B: AutodiffBackend, M1: Module<B>, M2: Module<B>>(
+    template: &M1,
+    actual: &GradientsParams,
+    bare: &M2,
+    expected: &GradientsParams,
+    tolerance: f32,
+) {
+    let pairs =
+        gradient_pairs(template, actual, bare, expected).unwrap_or_else(|why| panic!("{why}"));
+    for (id, actual, expected) in pairs {
+        assert_close(&actual, &expected, tolerance, &format!("gradient of {id}"));
+    }
+}
+
 /// The `f32` values of float data, or of any other element type converted.
 fn floats(data: &TensorData) -> Vec<f32> {
     data.clone()

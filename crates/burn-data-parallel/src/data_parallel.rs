@@ -14,7 +14,7 @@ use crate::gather::{Gather, GatherContext};
 use crate::gradients::ReduceOn;
 use crate::graph::join_graphs;
 use crate::kind::DeviceKinds;
-use crate::normaliser::shard_weights;
+use crate::normaliser::declared_weights;
 use crate::reduce::Reduction;
 use crate::replicate::{Replicate, module_bytes, replicate};
 use crate::run::{Job, Timing, Workers, run_replicas, with_ranks};
@@ -504,17 +504,16 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
     }
 
     /// Where and how outputs of a call on `input` split by `plan` are merged: losses weighted
-    /// as [`shard_weights`] gives, when the input declares a normaliser.
+    /// by the counts a declared normaliser gives, when the input has one.
     pub(crate) fn gather_context<'a, I: Scatter<B>>(
         &'a self,
         plan: &'a SplitPlan,
         input: &I,
     ) -> GatherContext<'a, B> {
         let context = GatherContext::to(self.to_host(), plan, self.reduction);
-        if input.normaliser(0..plan.batch_size()).is_some() {
-            context.with_loss_weights(shard_weights(self.reduction, plan, input))
-        } else {
-            context
+        match declared_weights(plan, input) {
+            Some(weights) => context.with_loss_weights(weights),
+            None => context,
         }
     }
 }

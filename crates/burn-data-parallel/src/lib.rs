@@ -100,6 +100,7 @@ mod reduce;
 mod remote;
 mod replicate;
 mod run;
+mod same_type;
 mod scatter;
 mod split;
 mod state;

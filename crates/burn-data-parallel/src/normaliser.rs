@@ -6,6 +6,7 @@ use core::ops::Range;
 
 use burn::tensor::{BasicOps, Bool, ElementConversion, Int, Tensor, backend::Backend};
 
+#[cfg(feature = "train")]
 use crate::reduce::Reduction;
 use crate::scatter::{Scatter, ScatterContext};
 use crate::split::SplitPlan;
@@ -104,25 +105,33 @@ impl<B: Backend, T: Scatter<B> + Normaliser<B>> Scatter<B> for Normalised<T> {
 ///
 /// A declared count of 0 over the whole batch leaves the rows' weights: one device's loss
 /// is then 0/0 too, and no weighting can match it.
+#[cfg(feature = "train")]
 pub(crate) fn shard_weights<B: Backend, I: Scatter<B>>(
     reduction: Reduction,
     plan: &SplitPlan,
     input: &I,
 ) -> Vec<f64> {
-    if reduction == Reduction::Sum {
-        return vec![1.0; plan.len()];
+    match reduction {
+        Reduction::Sum => vec![1.0; plan.len()],
+        Reduction::Mean => declared_weights(plan, input).unwrap_or_else(|| plan.weights()),
     }
-    let declared = input
+}
+
+/// `c_i / c` for each shard of `plan`, when `input` declares a normaliser whose total is not
+/// 0; `None` otherwise.
+pub(crate) fn declared_weights<B: Backend, I: Scatter<B>>(
+    plan: &SplitPlan,
+    input: &I,
+) -> Option<Vec<f64>> {
+    let total = input
         .normaliser(0..plan.batch_size())
-        .filter(|&total| total != 0.0);
-    match declared {
-        Some(total) => plan
-            .shards()
+        .filter(|&total| total != 0.0)?;
+    Some(
+        plan.shards()
             .iter()
             .map(|rows| input.normaliser(rows.clone()).unwrap_or(0.0) / total)
             .collect(),
-        None => plan.weights(),
-    }
+    )
 }
 
 /// The sum of the normalisers that parts of a value declare, `None` when none does: what

@@ -6,7 +6,7 @@
 //! rows `a..b` gives exactly rows `a..b` of the whole step: the joined result is bit for bit
 //! the adaptor's.
 
-use core::any::{Any, TypeId};
+use core::any::TypeId;
 use core::ops::Range;
 
 use burn::optim::{
@@ -15,6 +15,8 @@ use burn::optim::{
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use rayon::prelude::*;
+
+use crate::same_type::same_type;
 
 /// Parameters smaller than this many elements are stepped whole: cutting and joining them
 /// costs more than it saves.
@@ -41,34 +43,59 @@ where
         return optim.step(lr, tensor, grad, state);
     }
     if TypeId::of::<O>() == TypeId::of::<Adam>() {
-        let state = state.map(|state| cast::<_, AdamState<B, D>>(state).momentum);
-        let (tensor, momentum) = by_rows(
-            optim,
-            lr,
-            tensor,
-            grad,
-            state,
-            &ranges,
-            |m| cast(AdamState::new(m)),
-            |s: O::State<D>| cast::<_, AdamState<B, D>>(s).momentum,
-        );
-        (tensor, momentum.map(|m| cast(AdamState::new(m))))
+        by_momentum::<B, O, AdamState<B, D>, D>(optim, lr, tensor, grad, state, &ranges)
     } else if TypeId::of::<O>() == TypeId::of::<AdamW>() {
-        let state = state.map(|state| cast::<_, AdamWState<B, D>>(state).momentum);
-        let (tensor, momentum) = by_rows(
-            optim,
-            lr,
-            tensor,
-            grad,
-            state,
-            &ranges,
-            |m| cast(AdamWState::new(m)),
-            |s: O::State<D>| cast::<_, AdamWState<B, D>>(s).momentum,
-        );
-        (tensor, momentum.map(|m| cast(AdamWState::new(m))))
+        by_momentum::<B, O, AdamWState<B, D>, D>(optim, lr, tensor, grad, state, &ranges)
     } else {
         optim.step(lr, tensor, grad, state)
     }
+}
+
+/// The state of an optimizer whose state is an adaptive momentum and nothing else.
+trait MomentumState<B: Backend, const D: usize>: 'static {
+    fn into_momentum(self) -> AdaptiveMomentumState<B, D>;
+    fn from_momentum(momentum: AdaptiveMomentumState<B, D>) -> Self;
+}
+
+impl<B: Backend, const D: usize> MomentumState<B, D> for AdamState<B, D> {
+    fn into_momentum(self) -> AdaptiveMomentumState<B, D> {
+        self.momentum
+    }
+
+    fn from_momentum(momentum: AdaptiveMomentumState<B, D>) -> Self {
+        AdamState::new(momentum)
+    }
+}
+
+impl<B: Backend, const D: usize> MomentumState<B, D> for AdamWState<B, D> {
+    fn into_momentum(self) -> AdaptiveMomentumState<B, D> {
+        self.momentum
+    }
+
+    fn from_momentum(momentum: AdaptiveMomentumState<B, D>) -> Self {
+        AdamWState::new(momentum)
+    }
+}
+
+/// [`by_rows`] for an optimizer `O` whose state type the caller checked is `S`.
+fn by_momentum<B, O, S, const D: usize>(
+    optim: &O,
+    lr: LearningRate,
+    tensor: Tensor<B, D>,
+    grad: Tensor<B, D>,
+    state: Option<O::State<D>>,
+    ranges: &[Range<usize>],
+) -> (Tensor<B, D>, Option<O::State<D>>)
+where
+    B: Backend,
+    O: SimpleOptimizer<B>,
+    S: MomentumState<B, D>,
+{
+    let wrap = |momentum| same_type::<S, O::State<D>>(S::from_momentum(momentum));
+    let unwrap = |state: O::State<D>| same_type::<O::State<D>, S>(state).into_momentum();
+    let state = state.map(unwrap);
+    let (tensor, momentum) = by_rows(optim, lr, tensor, grad, state, ranges, wrap, unwrap);
+    (tensor, momentum.map(wrap))
 }
 
 /// Steps each row range of `tensor` with the same rows of `grad` and of the momentum
@@ -142,14 +169,6 @@ pub(crate) fn row_ranges(rows: usize, parts: usize) -> Vec<Range<usize>> {
         })
         .filter(|range| !range.is_empty())
         .collect()
-}
-
-/// `value` as `U`, which the caller checked is `T`'s type.
-fn cast<T: 'static, U: 'static>(value: T) -> U {
-    let boxed: Box<dyn Any> = Box::new(value);
-    *boxed
-        .downcast::<U>()
-        .unwrap_or_else(|_| unreachable!("the optimizer's type was checked"))
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 
 use core::any::type_name;
 use core::fmt;
-use std::sync::Arc;
 
 use burn::module::{
     AutodiffModule, Content, Devices, HasAutodiffModule, Module, ModuleDisplay,
@@ -13,7 +12,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 
 use super::cross_replica::Reducer;
-use super::group::{Key, Member, Mode, Posted, with_member};
+use super::group::{Key, Member, Mode, with_member};
 
 /// Batch normalisation whose statistics cover the whole batch, across the replicas of a
 /// [`DataParallel`](crate::DataParallel) call: a drop-in for `burn::nn::BatchNorm`.
@@ -154,24 +153,8 @@ fn sum_over_replicas<B: Backend>(
 ) -> (f64, Tensor<B, 1>) {
     match &member.mode {
         Mode::Linked => {
-            let key = member.next_forward();
-            let device = part.device();
-            let posted: Posted = (count, Arc::new(part));
-            let parts = member
-                .group
-                .exchange(Key::Forward(key), member.rank, posted);
-            let total: f64 = parts.iter().map(|(count, _)| count).sum();
-            let sum = parts
-                .iter()
-                .map(|(_, part)| {
-                    part.downcast_ref::<Tensor<B, 1>>()
-                        .unwrap_or_else(|| unreachable!("every rank of a call has one backend"))
-                        .clone()
-                        .to_device(&device)
-                })
-                .reduce(Tensor::add)
-                .unwrap_or_else(|| unreachable!("a group has at least one rank"));
-            (total, sum)
+            let key = Key::Forward(member.next_forward());
+            member.group.sum(key, member.rank, count, part)
         }
         Mode::Separate { weight, reducer } => {
             let weight = *weight;

@@ -25,7 +25,8 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorPrimitive};
 
-use super::group::{Key, Member, Posted, SyncGroup};
+use super::group::{Key, Member, SyncGroup};
+use crate::same_type::same_type;
 
 /// The sum over replicas of a part of `B`, given the part's element count: returns the total
 /// count and the sum, on the part's device.
@@ -53,14 +54,6 @@ pub(crate) fn reducer<B: AutodiffBackend>() -> Option<Arc<dyn Any + Send + Sync>
     }
 }
 
-/// `value` as `U`, which the caller checked is `T`.
-fn same_type<T: 'static, U: 'static>(value: T) -> U {
-    let boxed: Box<dyn Any> = Box::new(value);
-    *boxed
-        .downcast::<U>()
-        .unwrap_or_else(|_| unreachable!("the backend's type was checked"))
-}
-
 /// `Σ_i part_i` over the member's group, in rank order, on `part`'s device, tracked so that
 /// the backward pass exchanges gradients as the module doc says.
 fn cross_replica_sum<X: Backend, C: CheckpointStrategy>(
@@ -71,13 +64,13 @@ fn cross_replica_sum<X: Backend, C: CheckpointStrategy>(
 ) -> (f64, Tensor<Autodiff<X, C>, 1>) {
     let key = member.next_forward();
     let part = part.into_primitive().tensor();
-    let device = X::float_device(&part.primitive);
-    let posted: Posted = (count, Arc::new(inner::<X>(part.primitive.clone())));
-    let parts = member
-        .group
-        .exchange(Key::Forward(key), member.rank, posted);
-    let total: f64 = parts.iter().map(|(count, _)| count).sum();
-    let sum = sum_on::<X>(&parts, &device).into_primitive().tensor();
+    let (total, sum) = member.group.sum(
+        Key::Forward(key),
+        member.rank,
+        count,
+        inner::<X>(part.primitive.clone()),
+    );
+    let sum = sum.into_primitive().tensor();
     let output = match CrossReplicaSum
         .prepare::<C>([part.node.clone()])
         .compute_bound()
@@ -89,7 +82,6 @@ fn cross_replica_sum<X: Backend, C: CheckpointStrategy>(
                 rank: member.rank,
                 key,
                 weight,
-                device,
             },
             sum,
         ),
@@ -105,34 +97,19 @@ fn inner<X: Backend>(primitive: X::FloatTensorPrimitive) -> Tensor<X, 1> {
     Tensor::from_primitive(TensorPrimitive::Float(primitive))
 }
 
-/// The parts' sum in rank order, each moved to `device` first.
-fn sum_on<X: Backend>(parts: &[Posted], device: &X::Device) -> Tensor<X, 1> {
-    parts
-        .iter()
-        .map(|(_, part)| {
-            part.downcast_ref::<Tensor<X, 1>>()
-                .unwrap_or_else(|| unreachable!("every rank of a call has the same backend"))
-                .clone()
-                .to_device(device)
-        })
-        .reduce(Tensor::add)
-        .unwrap_or_else(|| unreachable!("a group has at least one rank"))
-}
-
 #[derive(Debug)]
 struct CrossReplicaSum;
 
 #[derive(Debug, Clone)]
-struct SumState<X: Backend> {
+struct SumState {
     group: Arc<SyncGroup>,
     rank: usize,
     key: usize,
     weight: f64,
-    device: X::Device,
 }
 
 impl<X: Backend> Backward<X, 1> for CrossReplicaSum {
-    type State = SumState<X>;
+    type State = SumState;
 
     fn backward(
         self,
@@ -152,11 +129,13 @@ impl<X: Backend> Backward<X, 1> for CrossReplicaSum {
             );
         }
         // In units of the batch's loss.
-        let posted: Posted = (0.0, Arc::new(grad.mul_scalar(state.weight)));
-        let parts = state
-            .group
-            .exchange(Key::Backward(state.key), state.rank, posted);
-        let reduced = sum_on::<X>(&parts, &state.device).div_scalar(state.weight);
+        let (_, sum) = state.group.sum(
+            Key::Backward(state.key),
+            state.rank,
+            0.0,
+            grad.mul_scalar(state.weight),
+        );
+        let reduced = sum.div_scalar(state.weight);
         if let [Some(parent)] = ops.parents {
             grads.register::<X>(parent.id, reduced.into_primitive().tensor());
         }

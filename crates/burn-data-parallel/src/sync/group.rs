@@ -16,6 +16,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
+use burn::tensor::Tensor;
+use burn::tensor::backend::Backend;
+
 /// A value posted to an exchange: the count of elements the shard's part covers, and the part.
 pub(crate) type Posted = (f64, Arc<dyn Any + Send + Sync>);
 
@@ -163,6 +166,31 @@ impl SyncGroup {
             state.exchanges.remove(&key);
         }
         parts
+    }
+
+    /// `Σ_i part_i` over the group's ranks, each part moved to `part`'s device and added in
+    /// rank order (so every rank gets the same value), with the total of the ranks' counts.
+    pub(crate) fn sum<B: Backend>(
+        &self,
+        key: Key,
+        rank: usize,
+        count: f64,
+        part: Tensor<B, 1>,
+    ) -> (f64, Tensor<B, 1>) {
+        let device = part.device();
+        let parts = self.exchange(key, rank, (count, Arc::new(part)));
+        let total = parts.iter().map(|(count, _)| count).sum();
+        let sum = parts
+            .iter()
+            .map(|(_, part)| {
+                part.downcast_ref::<Tensor<B, 1>>()
+                    .unwrap_or_else(|| unreachable!("every rank of a call has one backend"))
+                    .clone()
+                    .to_device(&device)
+            })
+            .reduce(Tensor::add)
+            .unwrap_or_else(|| unreachable!("a group has at least one rank"));
+        (total, sum)
     }
 
     fn leave(&self, rank: usize, why: String) {
