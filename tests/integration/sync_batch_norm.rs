@@ -4,7 +4,8 @@
 //! `forward_parallel`, outputs, gradients and running statistics; a replica that fails
 //! mid-step, under both failure policies; files read by the `BatchNorm` twin; a
 //! class-weighted loss whose declared normaliser weights the shared statistics' backward
-//! pass; a property test over random batch sizes, replica counts and uneven splits. Burn's
+//! pass; a property test over random batch sizes, replica counts and uneven splits; two runs
+//! bit for bit the same. Burn's
 //! own `BatchNorm` in the same place must miss: the checks can fail.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -496,4 +497,30 @@ fn a_shard_with_nothing_to_average_is_an_error_not_a_wrong_gradient() {
             assert_eq!(a, b, "the template changed");
         }
     });
+}
+
+#[test]
+fn shared_statistics_are_bit_for_bit_reproducible() {
+    // The statistics and their gradients are added in device order, never in the order the
+    // replicas arrive: two runs from the same weights give the same bits.
+    type B = NdAutodiff;
+    let device = Default::default();
+    let model = initialised(SyncNormNet::<B>::new(&device));
+    // Drawn once: other tests reseed the shared generator meanwhile.
+    let batches: Vec<_> = (0..3)
+        .map(|step| image_batch::<B>(ROWS, 40 + step, &device))
+        .collect();
+    let run = |model: SyncNormNet<B>| {
+        let mut dp = DataParallel::new(model, nd_devices(3)).expect("CPU devices");
+        let mut optim = AdamConfig::new().init();
+        for batch in &batches {
+            let output = dp.try_train_step(batch.clone()).expect("a step");
+            dp = optim.step(LEARNING_RATE, dp, output.grads);
+        }
+        float_params(dp.template())
+    };
+    let (first, second) = (run(bare_copy(&model)), run(bare_copy(&model)));
+    for ((id, a), (_, b)) in first.iter().zip(&second) {
+        assert_eq!(a, b, "parameter {id}");
+    }
 }
