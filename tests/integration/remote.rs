@@ -9,10 +9,10 @@ use burn::module::{AutodiffModule, Module, ParamId};
 use burn::optim::{AdamConfig, Optimizer};
 use burn::record::{BinBytesRecorder, FullPrecisionSettings, Recorder};
 use burn::tensor::{Tensor, TensorData};
-use burn::train::{ClassificationOutput, TrainStep};
+use burn::train::{ClassificationOutput, InferenceStep, TrainStep};
 use burn_data_parallel::{DataParallel, DataParallelError, FailurePolicy};
 use burn_data_parallel_tests::learner::{ClassBatch, ClassBatcher, class_items};
-use burn_data_parallel_tests::remote::{Server, StopsItsServer, doom, within};
+use burn_data_parallel_tests::remote::{Server, Stop, StopsItsServer, doom, within};
 use burn_data_parallel_tests::*;
 
 use burn::data::dataloader::batcher::Batcher;
@@ -270,6 +270,60 @@ fn under_redistribute_a_server_lost_in_the_middle_of_a_step_costs_nothing() {
     run_in_own_process("remote::lost_mid_step_redistributed_scenario");
 }
 
+#[test]
+fn under_redistribute_a_server_lost_while_its_gradients_move_home_costs_nothing() {
+    run_in_own_process("remote::lost_after_backward_redistributed_scenario");
+}
+
+#[test]
+fn under_redistribute_a_server_lost_during_inference_costs_nothing() {
+    run_in_own_process("remote::lost_during_inference_redistributed_scenario");
+}
+
+/// Run by [`under_redistribute_a_server_lost_during_inference_costs_nothing`] in a process of
+/// its own: Burn's `InferenceStep` (the Learner's validation) over two servers, one stopped as
+/// its replica starts, against the bare model on the host's server.
+#[test]
+#[ignore = "run in its own process by under_redistribute_a_server_lost_during_inference_..."]
+fn lost_during_inference_redistributed_scenario() {
+    as_scenario(|| {
+        let servers: Vec<Server> = (0..2).map(|_| Server::start()).collect();
+        let doomed = Server::start();
+        let (host, lost) = (servers[0].device(), doomed.device());
+        let (_, model) = models(&host);
+        let bare = model.valid();
+        let dp = DataParallel::new(
+            StopsItsServer { inner: model },
+            vec![servers[1].device(), lost.clone()],
+        )
+        .expect("the servers answer")
+        .with_failure_policy(FailurePolicy::Redistribute)
+        .valid();
+        let batch = ClassBatcher.batch(class_items(8, 5, 3), &host);
+
+        doom(doomed, Stop::AtStart);
+        let started = Instant::now();
+        let output = InferenceStep::step(&dp, batch.clone());
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "took {:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            dp.lost_devices()
+                .iter()
+                .map(|device| format!("{device:?}"))
+                .collect::<Vec<_>>(),
+            vec![format!("{lost:?}")]
+        );
+        let expected = bare.classify(batch);
+        assert_eq!(output.output.dims(), expected.output.dims());
+        let error = relative_error(&output.output.into_data(), &expected.output.into_data());
+        assert!(error <= 1e-6, "logits differ by {error:e}");
+        assert_eq!(output.targets.into_data(), expected.targets.into_data());
+    });
+}
+
 /// Runs the ignored test `name` of this binary in a process of its own and expects it to
 /// exit with [`SCENARIO_PASSED`] within [`LIMIT`].
 ///
@@ -312,11 +366,24 @@ fn as_scenario(checks: impl FnOnce() + std::panic::UnwindSafe) {
 }
 
 /// Run by [`under_redistribute_a_server_lost_in_the_middle_of_a_step_costs_nothing`] in a
-/// process of its own: ten Adam steps of a `DataParallel` that loses a server in the middle of
-/// the first, against the same ten steps on the server that stays, without a loss.
+/// process of its own.
 #[test]
-#[ignore = "run in its own process by under_redistribute_a_server_lost_..."]
+#[ignore = "run in its own process by under_redistribute_a_server_lost_in_the_middle_..."]
 fn lost_mid_step_redistributed_scenario() {
+    redistributed_after_a_loss(Stop::AtStart);
+}
+
+/// Run by [`under_redistribute_a_server_lost_while_its_gradients_move_home_costs_nothing`] in a
+/// process of its own.
+#[test]
+#[ignore = "run in its own process by under_redistribute_a_server_lost_while_..."]
+fn lost_after_backward_redistributed_scenario() {
+    redistributed_after_a_loss(Stop::AfterBackward);
+}
+
+/// Ten Adam steps of a `DataParallel` whose second server is stopped at `when` in the first,
+/// under `Redistribute`, against the same ten steps on the server that stays, without a loss.
+fn redistributed_after_a_loss(when: Stop) {
     as_scenario(|| {
         let BeforeLoss {
             servers,
@@ -329,7 +396,7 @@ fn lost_mid_step_redistributed_scenario() {
             .expect("the server answers");
         let mut dp = dp.with_failure_policy(FailurePolicy::Redistribute);
 
-        doom(doomed);
+        doom(doomed, when);
         let started = Instant::now();
         let mut runs = [
             (dp.clone(), AdamConfig::new().init()),
@@ -380,7 +447,7 @@ fn lost_mid_step_scenario() {
         } = one_step_before_a_loss(|inner| StopsItsServer { inner });
         let (host, lost) = (servers[0].device(), doomed.device());
 
-        doom(doomed);
+        doom(doomed, Stop::AtStart);
         let started = Instant::now();
         let error = dp
             .try_train_step(batch_on(&host))

@@ -9,7 +9,7 @@ use burn::backend::Flex;
 use burn::backend::remote::RemoteDevice;
 use burn::module::Module;
 use burn::tensor::backend::AutodiffBackend;
-use burn::train::{ClassificationOutput, TrainOutput, TrainStep};
+use burn::train::{ClassificationOutput, InferenceStep, TrainOutput, TrainStep};
 
 use crate::Mlp;
 use crate::learner::ClassBatch;
@@ -104,15 +104,38 @@ pub fn within<T: Send + 'static>(limit: Duration, body: impl FnOnce() -> T + Sen
     }
 }
 
-/// Servers that [`StopsItsServer`] stops when a replica starts its step on their device.
-static DOOMED: Mutex<Vec<Server>> = Mutex::new(Vec::new());
-
-/// Stops `server` as soon as a replica of [`StopsItsServer`] starts a step on its device.
-pub fn doom(server: Server) {
-    DOOMED.lock().expect("the doomed servers").push(server);
+/// When [`StopsItsServer`] stops a doomed server, in a replica's step on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Before the replica's forward pass.
+    AtStart,
+    /// After its backward pass: its gradients are on the server, about to move to the host.
+    AfterBackward,
 }
 
-/// [`Mlp`]'s classification step, preceded by stopping the replica's own server if it was
+/// Servers that [`StopsItsServer`] stops in a replica's step on their device, and when.
+static DOOMED: Mutex<Vec<(Server, Stop)>> = Mutex::new(Vec::new());
+
+/// Stops `server` at `when` in the first step of a replica of [`StopsItsServer`] on its device.
+pub fn doom(server: Server, when: Stop) {
+    DOOMED
+        .lock()
+        .expect("the doomed servers")
+        .push((server, when));
+}
+
+/// Stops the doomed server of `device`, if it was doomed for `now`.
+fn stop_if_doomed(device: &str, now: Stop) {
+    let mut doomed = DOOMED.lock().expect("the doomed servers");
+    if let Some(found) = doomed
+        .iter()
+        .position(|(server, when)| *when == now && format!("{:?}", server.device()) == device)
+    {
+        doomed.remove(found).0.stop();
+    }
+}
+
+/// [`Mlp`]'s classification step, during which the replica's own server is stopped if it was
 /// given to [`doom`]: the server is lost in the middle of the replica's step.
 #[derive(Module, Debug)]
 pub struct StopsItsServer<B: burn::tensor::backend::Backend> {
@@ -126,15 +149,24 @@ impl<B: AutodiffBackend> TrainStep for StopsItsServer<B> {
 
     fn step(&self, batch: Self::Input) -> TrainOutput<Self::Output> {
         let device = format!("{:?}", batch.features.device());
-        let mut doomed = DOOMED.lock().expect("the doomed servers");
-        if let Some(found) = doomed
-            .iter()
-            .position(|server| format!("{:?}", server.device()) == device)
-        {
-            doomed.remove(found).stop();
-        }
-        drop(doomed);
+        stop_if_doomed(&device, Stop::AtStart);
         let item = self.inner.classify(batch);
-        TrainOutput::new(self, item.loss.backward(), item)
+        let grads = item.loss.backward();
+        // The backward pass ran on the server: Burn's client sends operations lazily.
+        let _ = B::sync(&item.loss.device());
+        stop_if_doomed(&device, Stop::AfterBackward);
+        TrainOutput::new(self, grads, item)
+    }
+}
+
+impl<B: burn::tensor::backend::Backend> InferenceStep for StopsItsServer<B> {
+    type Input = ClassBatch<B>;
+    type Output = ClassificationOutput<B>;
+
+    /// [`Mlp`]'s classification, preceded by stopping the replica's own server if it was given
+    /// to [`doom`] (at [`Stop::AtStart`]).
+    fn step(&self, batch: Self::Input) -> Self::Output {
+        stop_if_doomed(&format!("{:?}", batch.features.device()), Stop::AtStart);
+        self.inner.classify(batch)
     }
 }

@@ -120,13 +120,13 @@ pub enum DataParallelError {
     /// could be differentiated (a template parameter requires a gradient), with replicas on Burn
     /// servers (feature `remote`).
     ///
-    /// Its backward pass would move gradients with Burn's own transfers, several from one server
-    /// at once, which Burn 0.21's remote client mixes up.
+    /// Its backward pass would move gradients with Burn's own transfers between servers, several
+    /// from one server at once, which Burn 0.21's remote client mixes up.
     #[error(
         "a differentiable forward over remote device {device} is not supported with Burn 0.21: \
          its backward pass would start several transfers from one server at once, which Burn \
-         0.21's remote client mixes up. Train with `try_train_step` or Burn's Learner (they move \
-         gradients one at a time), and call `forward` on `.valid()` for inference"
+         0.21's remote client mixes up. Train with `try_train_step` or Burn's Learner (their \
+         gradients move through this process), and call `forward` on `.valid()` for inference"
     )]
     DifferentiableRemoteForward {
         /// The first remote device, as its `Debug` form.

@@ -4,13 +4,13 @@
 
 use burn::module::{AutodiffModule, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
-use burn::tensor::{Tensor, backend::AutodiffBackend};
+use burn::tensor::{Tensor, TensorData, backend::AutodiffBackend};
 
 use rayon::prelude::*;
 
 use crate::error::Result;
 use crate::run::Workers;
-use crate::transfer::Destination;
+use crate::transfer::{Destination, Reads};
 
 /// One replica's gradients, multiplied by `weight` and moved to `host`, keyed by the
 /// parameter ids of `replica` (which are the template's).
@@ -30,9 +30,23 @@ pub(crate) fn weighted_on_host<B: AutodiffBackend, M: AutodiffModule<B>>(
         weight,
         host,
         weighted: GradientsParams::new(),
+        reads: Reads::default(),
+        writes: Vec::new(),
     };
     replica.visit(&mut visitor);
-    visitor.weighted
+    let Weigh {
+        mut weighted,
+        reads,
+        writes,
+        ..
+    } = visitor;
+    if !writes.is_empty() {
+        for (data, write) in reads.wait().into_iter().zip(writes) {
+            write(data, &mut weighted);
+        }
+        host.settle_if_settled();
+    }
+    weighted
 }
 
 struct Weigh<'a, B: AutodiffBackend> {
@@ -40,7 +54,14 @@ struct Weigh<'a, B: AutodiffBackend> {
     weight: f64,
     host: Destination<'a, B>,
     weighted: GradientsParams,
+    /// For a host whose moves go through this process: every gradient's read, started
+    /// together, and what registers each on the host once read.
+    reads: Reads,
+    writes: Vec<GradientWrite<'a>>,
 }
+
+/// Registers one gradient, read from its replica's device, on the host.
+type GradientWrite<'a> = Box<dyn FnOnce(TensorData, &mut GradientsParams) + 'a>;
 
 impl<B: AutodiffBackend> ModuleVisitor<B> for Weigh<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
@@ -53,9 +74,18 @@ impl<B: AutodiffBackend> ModuleVisitor<B> for Weigh<'_, B> {
         } else {
             grad.mul_scalar(self.weight)
         };
+        let (id, host) = (param.id, self.host);
+        if host.moves_through_this_process() {
+            self.reads.add(grad);
+            self.writes.push(Box::new(move |data, weighted| {
+                let grad: Tensor<B, D> = host.write(data);
+                weighted.register(id, grad.inner());
+            }));
+            return;
+        }
         // Moved as an untracked tensor of `B`, the backend whose device kinds the host knows.
-        let grad = self.host.move_to(Tensor::<B, D>::from_inner(grad)).inner();
-        self.weighted.register(param.id, grad);
+        let grad = host.move_to(Tensor::<B, D>::from_inner(grad)).inner();
+        self.weighted.register(id, grad);
     }
 }
 

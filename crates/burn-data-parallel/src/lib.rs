@@ -90,6 +90,8 @@ mod failure;
 mod gather;
 mod gradients;
 mod graph;
+#[cfg(feature = "train")]
+mod inference;
 mod kind;
 mod module;
 mod normaliser;

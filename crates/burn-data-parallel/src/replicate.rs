@@ -1,11 +1,11 @@
-//! Replicating a module onto a device: Burn's `to_device` or `fork`, or, for device kinds that
-//! take one tensor at a time, the same parameter by parameter.
+//! Replicating a module onto a device: Burn's `to_device` or `fork`, or, for device kinds whose
+//! moves go through this process, every parameter read here at once, then written there.
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
-use burn::tensor::{Bool, Int, Tensor, backend::Backend};
+use burn::tensor::{BasicOps, Bool, Int, Tensor, TensorData, backend::Backend};
 
 use crate::traffic::tensor_bytes;
-use crate::transfer::Destination;
+use crate::transfer::{Destination, Reads};
 
 /// How a module is brought to a replica's device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,11 +23,8 @@ pub(crate) fn replicate<B: Backend, M: Module<B>>(
     to: Destination<'_, B>,
     how: Replicate,
 ) -> M {
-    if to.kind().moves_params_one_by_one() {
-        return module.map(&mut MoveParams::<B> {
-            to: to.without_count(),
-            fork: how == Replicate::Forked,
-        });
+    if to.moves_through_this_process() {
+        return through_this_process(module, to.without_count());
     }
     match how {
         Replicate::Linked => module.to_device(to.device()),
@@ -35,22 +32,63 @@ pub(crate) fn replicate<B: Backend, M: Module<B>>(
     }
 }
 
-/// Moves a module's parameters one at a time, as `to_device` (or, with `fork`, as `fork`:
-/// detached, trainable again when they were) would all at once.
-struct MoveParams<'a, B: Backend> {
-    to: Destination<'a, B>,
-    fork: bool,
+/// `module` on `to`'s device, its parameters read into this process all at once, then
+/// written there: fresh leaves, trainable when the original's were. (That is `fork`; a linked
+/// copy is asked for on such a device only when nothing in it is trainable: see
+/// `DeviceKind::differentiable_forward`.)
+fn through_this_process<B: Backend, M: Module<B>>(module: M, to: Destination<'_, B>) -> M {
+    let mut reads = ReadParams(Reads::default());
+    module.visit(&mut reads);
+    let mut data = reads.0.wait().into_iter();
+    let moved = module.map(&mut WriteParams::<B> {
+        to,
+        data: &mut data,
+    });
+    to.settle_if_settled();
+    moved
 }
 
-impl<B: Backend> ModuleMapper<B> for MoveParams<'_, B> {
+/// Starts the read of every parameter, in the module's order.
+struct ReadParams(Reads);
+
+impl<B: Backend> ModuleVisitor<B> for ReadParams {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
+        self.0.add(param.val());
+    }
+    fn visit_int<const D: usize>(&mut self, param: &Param<Tensor<B, D, Int>>) {
+        self.0.add(param.val());
+    }
+    fn visit_bool<const D: usize>(&mut self, param: &Param<Tensor<B, D, Bool>>) {
+        self.0.add(param.val());
+    }
+}
+
+/// Puts each parameter's data, read by [`ReadParams`] in the same order, on the destination.
+struct WriteParams<'a, B: Backend> {
+    to: Destination<'a, B>,
+    data: &'a mut std::vec::IntoIter<TensorData>,
+}
+
+impl<B: Backend> WriteParams<'_, B> {
+    /// The next parameter's tensor, on the destination.
+    fn write_next<const D: usize, K: BasicOps<B>>(&mut self) -> Tensor<B, D, K> {
+        let data = self
+            .data
+            .next()
+            .expect("a module maps the parameters it visited, in the same order");
+        self.to.write(data)
+    }
+}
+
+impl<B: Backend> ModuleMapper<B> for WriteParams<'_, B> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
         let (id, tensor, mapper) = param.consume();
         let require_grad = tensor.is_require_grad();
-        let moved = self.to.move_to(tensor);
-        let moved = match (self.fork, require_grad) {
-            (true, true) => moved.detach().require_grad(),
-            (true, false) => moved.detach(),
-            (false, _) => moved,
+        let moved: Tensor<B, D> = self.write_next();
+        let moved = if require_grad {
+            moved.require_grad()
+        } else {
+            moved
         };
         Param::from_mapped_value(id, moved, mapper)
     }
@@ -59,16 +97,16 @@ impl<B: Backend> ModuleMapper<B> for MoveParams<'_, B> {
         &mut self,
         param: Param<Tensor<B, D, Int>>,
     ) -> Param<Tensor<B, D, Int>> {
-        let (id, tensor, mapper) = param.consume();
-        Param::from_mapped_value(id, self.to.move_to(tensor), mapper)
+        let (id, _, mapper) = param.consume();
+        Param::from_mapped_value(id, self.write_next(), mapper)
     }
 
     fn map_bool<const D: usize>(
         &mut self,
         param: Param<Tensor<B, D, Bool>>,
     ) -> Param<Tensor<B, D, Bool>> {
-        let (id, tensor, mapper) = param.consume();
-        Param::from_mapped_value(id, self.to.move_to(tensor), mapper)
+        let (id, _, mapper) = param.consume();
+        Param::from_mapped_value(id, self.write_next(), mapper)
     }
 }
 

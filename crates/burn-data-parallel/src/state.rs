@@ -57,24 +57,37 @@ pub(crate) type ReplicaState = HashMap<ParamId, Box<dyn Any + Send>>;
 /// Reads the state of a replica whose running state it owns (made from `valid()`), after its
 /// forward pass ran on another thread.
 pub(crate) fn collect_state<B: Backend, M: Module<B>>(replica: &M) -> ReplicaState {
+    collect_state_at(replica, None)
+}
+
+/// [`collect_state`], each tensor moved to `home` when given: on a replica's own thread, so
+/// that the caller never reads from a replica's device (see `DeviceKind::needs_watched_threads`).
+pub(crate) fn collect_state_at<B: Backend, M: Module<B>>(
+    replica: &M,
+    home: Option<Destination<'_, B>>,
+) -> ReplicaState {
     sync_state(replica);
     let mut collector = StateCollector::<B> {
         state: HashMap::new(),
-        backend: core::marker::PhantomData,
+        home,
     };
     replica.visit(&mut collector);
     collector.state
 }
 
-struct StateCollector<B> {
+struct StateCollector<'a, B: Backend> {
     state: ReplicaState,
-    backend: core::marker::PhantomData<B>,
+    home: Option<Destination<'a, B>>,
 }
 
-impl<B: Backend> ModuleVisitor<B> for StateCollector<B> {
+impl<B: Backend> ModuleVisitor<B> for StateCollector<'_, B> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<B, D>>) {
         let tensor = param.val();
         if !tensor.is_require_grad() {
+            let tensor = match self.home {
+                Some(home) => home.move_to(tensor),
+                None => tensor,
+            };
             self.state.insert(param.id, Box::new(tensor));
         }
     }

@@ -18,7 +18,7 @@ use std::time::Instant;
 use crate::data_parallel::DataParallel;
 use crate::error::{DataParallelError, Result};
 use crate::failure::{FailurePolicy, redistribute};
-use crate::gather::Gather;
+use crate::gather::{Gather, GatherContext};
 use crate::gradients::{sum_gradients, weighted_on_host};
 use crate::kind::Kind;
 use crate::normaliser::shard_weights;
@@ -26,7 +26,7 @@ use crate::replicate::{Replicate, replicate};
 use crate::run::{Job, Timing, run_each, run_each_until, run_watched};
 use crate::scatter::{Scatter, ScatterContext};
 use crate::split::SplitPlan;
-use crate::state::{ReplicaState, collect_state, write_state};
+use crate::state::{ReplicaState, collect_state, collect_state_at, write_state};
 use crate::sync::cross_replica;
 use crate::sync::group::{self, Mode, SyncGroup};
 use crate::timings::StepTimings;
@@ -154,8 +154,16 @@ where
         // template's). The rest happens on each replica's worker, in parallel: `fork` makes
         // fresh leaves on the replica's device, and the gradients come back weighted.
         let phases: Vec<Arc<AtomicU8>> = (0..plan.len()).map(|_| Arc::default()).collect();
+        // On watched threads (devices that can be lost), everything that touches a replica's
+        // device happens on its own thread, which can be left behind: the shard is cut here
+        // but moved there, and the items and running state come home from there. The caller
+        // never waits on a replica's device: a request sent just before its server died is
+        // never answered, and an operation after it panics.
+        let watched = self.kinds.watched();
+        let on_host = Destination::new(&self.host, self.kinds.host(), Direction::ToReplica);
+        let context = |to| ScatterContext::replica(if watched { on_host } else { to });
         let jobs: Vec<_> = self
-            .jobs(plan, input, ScatterContext::replica, |template, to| {
+            .jobs(plan, input, context, |template, to| {
                 (M::from_inner(template.valid()), to.kind())
             })
             .into_iter()
@@ -164,23 +172,34 @@ where
             .enumerate()
             .map(|(rank, ((job, weight), phase))| {
                 let (replica, kind) = job.replica;
+                let rows = job.rows.len();
                 Job {
                     index: job.index,
-                    replica: (replica, kind, weight, phase.clone(), rank),
+                    replica: (replica, kind, weight, phase.clone(), rank, rows),
                     shard: job.shard,
                     device: job.device,
                     rows: job.rows,
                 }
             })
             .collect();
+        if watched {
+            // The shards were cut by operations queued from this thread; a server runs each
+            // client thread's queue on its own, so they must have run before the replicas'
+            // threads read the shards.
+            on_host.settle();
+        }
         let scattered = started.elapsed();
         // Owned, so that the work can outlive this call on a watched thread.
-        let (host, host_kind, traffic) =
-            (self.host.clone(), self.kinds.host(), self.traffic.clone());
+        let (host, host_kind, traffic, reduction) = (
+            self.host.clone(),
+            self.kinds.host(),
+            self.traffic.clone(),
+            self.reduction,
+        );
         // Layers that share statistics across the replicas (SyncBatchNorm) meet in `group`.
         let group = SyncGroup::new(plan.len());
         let (reducer, members) = (cross_replica::reducer::<B>(), group.clone());
-        let work = move |(replica, kind, weight, phase, rank): ReplicaJob<M, B>,
+        let work = move |(replica, kind, weight, phase, rank, rows): ReplicaJob<M, B>,
                          shard: M::Input,
                          device: &B::Device| {
             let mode = Mode::Separate {
@@ -189,22 +208,39 @@ where
             };
             let _member = group::join(&members, rank, mode, true);
             let start = Instant::now();
-            let to = Destination::new(device, kind, Direction::ToReplica);
+            // What moves here is used on this thread only; what moves home is waited for once,
+            // at the end (see `Destination::settle`).
+            let to = Destination::new(device, kind, Direction::ToReplica).unsettled();
+            let shard = if watched {
+                shard.shard(0..rows, &ScatterContext::replica(to.counted(&traffic)))
+            } else {
+                shard
+            };
             let replica = replicate(replica, to, Replicate::Forked);
             let set_up = Instant::now();
             phase.store(Phase::Compute as u8, Ordering::Relaxed);
             let output = replica.step(shard);
             let computed = Instant::now();
             phase.store(Phase::GradientsHome as u8, Ordering::Relaxed);
-            let to_host = Destination::new(&host, host_kind, Direction::ToHost).counted(&traffic);
+            let to_host = Destination::new(&host, host_kind, Direction::ToHost)
+                .counted(&traffic)
+                .unsettled();
             let grads = weighted_on_host(&replica, output.grads, weight, to_host);
-            let state = collect_state(&replica);
+            let (item, state) = if watched {
+                (
+                    home_item(output.item, rows, reduction, to_host),
+                    collect_state_at(&replica, Some(to_host)),
+                )
+            } else {
+                (output.item, collect_state(&replica))
+            };
+            to_host.settle();
             let timings = ReplicaTimings {
                 setup: set_up - start,
                 compute: computed - set_up,
                 home: computed.elapsed(),
             };
-            (grads, output.item, state, timings)
+            (grads, item, state, timings)
         };
         // Replicas on devices that can be lost run on threads that the caller watches and can
         // leave behind; under a deadline, the caller waits for the workers with a timeout.
@@ -339,7 +375,7 @@ where
 
 /// What a replica's worker is given besides its shard: the replica, its device's kind, its
 /// gradients' weight, the phase it reports to the deadline, and its rank in the step.
-type ReplicaJob<M, B> = (M, Kind<B>, f64, Arc<AtomicU8>, usize);
+type ReplicaJob<M, B> = (M, Kind<B>, f64, Arc<AtomicU8>, usize, usize);
 
 /// The outcome of running one plan's replicas: each one's result in shard order, the time
 /// the shards and replicas took to make, and the group their shared layers met in.
@@ -394,9 +430,9 @@ fn with_phase(error: DataParallelError, phase: &AtomicU8) -> DataParallelError {
 impl<B, M> InferenceStep for DataParallel<B, M>
 where
     B: Backend,
-    M: burn::module::Module<B> + InferenceStep,
+    M: burn::module::Module<B> + InferenceStep + 'static,
     M::Input: Scatter<B>,
-    M::Output: Gather<B>,
+    M::Output: Gather<B> + Send,
 {
     type Input = M::Input;
     type Output = M::Output;
@@ -404,14 +440,44 @@ where
     /// Runs the inner model's [`InferenceStep::step`] on every device through
     /// [`forward`](DataParallel::forward), and merges the outputs on the host.
     ///
+    /// On devices that can be lost (Burn servers), the replicas run on watched threads as in
+    /// a training step, with its [failure policy](DataParallel::with_failure_policy) and
+    /// [deadline](DataParallel::with_step_deadline): under
+    /// [`Redistribute`](crate::FailurePolicy::Redistribute), a lost or stalled device is left
+    /// out and the batch runs again on the devices left.
+    ///
     /// # Panics
     ///
     /// `InferenceStep` allows no `Result`: errors of [`try_forward`](DataParallel::try_forward)
     /// become a panic with their message.
     fn step(&self, input: Self::Input) -> Self::Output {
-        self.try_forward(input, |replica, shard| replica.step(shard))
-            .unwrap_or_else(|error| panic!("DataParallel inference step failed: {error}"))
+        let output = if self.kinds.watched() {
+            self.try_infer_watched(input)
+        } else {
+            self.try_forward(input, |replica, shard| replica.step(shard))
+        };
+        output.unwrap_or_else(|error| panic!("DataParallel inference step failed: {error}"))
     }
+}
+
+/// `item`, one replica's output of a step on `rows` rows, moved to `host` on the replica's
+/// thread: merged as the only part of a one-shard batch, which for every [`Gather`] of this
+/// crate moves its tensors home and leaves their values as they are (a part of weight 1). The
+/// caller's merge of the parts then moves nothing.
+///
+/// # Panics
+///
+/// When the item cannot be merged, with the reason: the caller's merge would fail the same way.
+pub(crate) fn home_item<B: Backend, O: Gather<B>>(
+    item: O,
+    rows: usize,
+    reduction: crate::Reduction,
+    host: Destination<'_, B>,
+) -> O {
+    let merged = SplitPlan::new(rows, 1).and_then(|one_shard| {
+        O::gather(vec![item], &GatherContext::to(host, &one_shard, reduction))
+    });
+    merged.unwrap_or_else(|error| panic!("cannot bring a replica's output home: {error}"))
 }
 
 /// One replica's phases of a training step, measured on its worker.

@@ -135,11 +135,6 @@ pub struct Options {
     /// free port].
     #[arg(long)]
     pub host_port: Option<u16>,
-
-    /// With remote: this machine's name or address as the replicas' servers reach it (the
-    /// default reaches servers on this machine only).
-    #[arg(long, default_value = "127.0.0.1")]
-    pub host_address: String,
 }
 
 impl Default for Options {
@@ -254,8 +249,6 @@ mod tests {
             "ws://a:1, ws://b:2",
             "--host-port",
             "3000",
-            "--host-address",
-            "192.0.2.1",
         ])
         .expect("valid options");
         assert_eq!(options.backend, BackendChoice::Mixed);
@@ -272,7 +265,6 @@ mod tests {
         assert_eq!(options.artifacts, PathBuf::from("out"));
         assert_eq!(options.servers, ["ws://a:1", "ws://b:2"]);
         assert_eq!(options.host_port, Some(3000));
-        assert_eq!(options.host_address, "192.0.2.1");
     }
 
     #[test]

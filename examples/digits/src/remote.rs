@@ -53,9 +53,9 @@ pub fn devices(
     let mut started = Vec::new();
     let host_port = start_server(options.host_port)?;
     started.push(host_port);
-    // Servers download a transfer's tensor from the address this process knows its source
-    // by, so the template's server must be named as the other servers reach it.
-    let host = RemoteDevice::new(&format!("ws://{}:{host_port}", options.host_address));
+    // Only this process talks to the servers (tensors move through it), so the template's
+    // server is reached on this machine.
+    let host = RemoteDevice::new(&format!("ws://127.0.0.1:{host_port}"));
     let replicas = if options.servers.is_empty() {
         let mut replicas = Vec::new();
         for _ in 0..options.cpu_replicas() {
@@ -74,8 +74,7 @@ pub fn devices(
     crate::training::say(
         options,
         format_args!(
-            "remote: template on the server started here, ws://{}:{host_port}; {} replica server(s){}",
-            options.host_address,
+            "remote: template on the server started here, ws://127.0.0.1:{host_port}; {} replica server(s){}",
             replicas.len(),
             if options.servers.is_empty() {
                 ", started here"

@@ -49,16 +49,17 @@ pub(crate) trait DeviceKind<B: Backend>: Debug + Send + Sync {
     )]
     fn wake(&self, _device: &B::Device) {}
 
-    /// Runs `transfer`: one tensor's move from `from` to `to`, a device of this kind.
-    fn transfer(&self, _from: &B::Device, _to: &B::Device, transfer: &mut dyn FnMut()) {
-        transfer();
-    }
-
-    /// Whether a module reaches a device of this kind one parameter at a time, each through
-    /// [`transfer`](Self::transfer), rather than through Burn's `to_device` or `fork` at once.
-    fn moves_params_one_by_one(&self) -> bool {
+    /// Whether a tensor reaches a device of this kind through this process (read from its
+    /// device, written to the destination) rather than through Burn's `to_device`; a module
+    /// then moves parameter by parameter, all read at once.
+    fn moves_through_this_process(&self) -> bool {
         false
     }
+
+    /// Waits until what this thread moved to `device` through this process has arrived (see
+    /// [`moves_through_this_process`](Self::moves_through_this_process)); a device lost
+    /// meanwhile ends the wait, and shows up at the next operation on it.
+    fn settle(&self, _device: &B::Device) {}
 
     /// Whether replicas on this kind of device train on watched threads (`run::watched`),
     /// which survive the loss of their device, rather than on the worker pool.
@@ -84,28 +85,6 @@ pub(crate) trait DeviceKind<B: Backend>: Debug + Send + Sync {
     fn differentiable_forward(&self) -> bool {
         true
     }
-
-    /// Gives up what a thread that stops for good holds for this kind (a turn to transfer).
-    #[cfg_attr(
-        not(feature = "train"),
-        expect(
-            dead_code,
-            reason = "asked by watched threads, which only training uses"
-        )
-    )]
-    fn release(&self) {}
-
-    /// Gives up what `thread`, a replica's thread the caller has given up on, holds for this
-    /// kind's devices: called from the caller's thread, for a replica that will neither finish
-    /// nor panic (it waits on a device that is gone).
-    #[cfg_attr(
-        not(feature = "train"),
-        expect(
-            dead_code,
-            reason = "asked by watched threads, which only training uses"
-        )
-    )]
-    fn release_from(&self, _thread: std::thread::ThreadId) {}
 }
 
 /// A device kind, chosen once per device: kinds are stateless, so one value serves all.

@@ -8,8 +8,7 @@ use burn::tensor::backend::Backend;
 
 use super::device_kind::DeviceKind;
 use crate::error::{DataParallelError, Result};
-use crate::remote::server::{accepts_connections, probe, wake};
-use crate::remote::transfer::{give_up_turn, one_at_a_time, take_turn_back_from};
+use crate::remote::server::{accepts_connections, probe, sync_or_wake, wake};
 
 /// A device on a Burn server: an address, available while a server answers there.
 #[derive(Debug, Clone, Copy)]
@@ -47,14 +46,16 @@ impl<B: Backend> DeviceKind<B> for Remote {
         wake::<B>(device);
     }
 
-    /// One transfer at a time in the process: Burn 0.21 identifies server-to-server transfers
-    /// by an id that collides when several leave one server at once.
-    fn transfer(&self, from: &B::Device, to: &B::Device, transfer: &mut dyn FnMut()) {
-        one_at_a_time::<B, _>(from, to, transfer);
+    /// Burn's own move between servers has the destination download from the source, with an
+    /// id that collides when several transfers leave one server at once, and a destination
+    /// whose source dies during the download is cut off from this process: every move goes
+    /// through this process instead.
+    fn moves_through_this_process(&self) -> bool {
+        true
     }
 
-    fn moves_params_one_by_one(&self) -> bool {
-        true
+    fn settle(&self, device: &B::Device) {
+        sync_or_wake::<B>(device);
     }
 
     /// Once a connection is lost, dropping a tensor of its device panics: a replica unwinding
@@ -73,13 +74,5 @@ impl<B: Backend> DeviceKind<B> for Remote {
     /// from one server at once, out of this crate's reach.
     fn differentiable_forward(&self) -> bool {
         false
-    }
-
-    fn release(&self) {
-        give_up_turn();
-    }
-
-    fn release_from(&self, thread: std::thread::ThreadId) {
-        take_turn_back_from(thread);
     }
 }

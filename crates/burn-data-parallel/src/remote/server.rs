@@ -4,7 +4,7 @@ use std::any::Any;
 use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::mpsc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use burn::backend::remote::RemoteDevice;
 use burn::tensor::backend::Backend;
@@ -16,6 +16,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Generous: the check runs on a thread of its own, whose queue on the server is empty, but the
 /// server may be busy with other queues.
 const SYNC_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How often a check that waits for a sync makes sure the server still accepts connections.
+const CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// The port of a `ws://` address that names none.
 const DEFAULT_PORT: u16 = 80;
@@ -61,29 +64,70 @@ pub(crate) fn probe<B: Backend>(device: &B::Device) -> Result<(), String> {
     sync_within::<B>(device.clone(), SYNC_TIMEOUT)
 }
 
-/// Syncs `device` on a thread of its own, waiting at most `limit` for the answer.
+/// Syncs `device` on a thread of its own, waiting at most `limit` for the answer, and less
+/// when the server stops accepting connections meanwhile.
+///
+/// Burn 0.21's client never answers a request whose server died after it was sent: the sync
+/// would wait for all of `limit`. So while it waits, the server is checked every
+/// [`CHECK_EVERY`], as the watched replica threads' callers do.
 fn sync_within<B: Backend>(device: B::Device, limit: Duration) -> Result<(), String> {
     let (sender, receiver) = mpsc::channel();
+    let synced = device.clone();
     let started = thread::Builder::new()
         .name("dp-remote-probe".to_string())
         .spawn(move || {
-            let _ = sender.send(B::sync(&device).map_err(|error| one_line(&error.to_string())));
+            let _ = sender.send(B::sync(&synced).map_err(|error| one_line(&error.to_string())));
         });
     if let Err(error) = started {
         return Err(format!(
             "could not start a thread to reach the server: {error}"
         ));
     }
-    match receiver.recv_timeout(limit) {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(error)) => Err(format!("the connection to the server was lost ({error})")),
-        Err(mpsc::RecvTimeoutError::Timeout) => {
-            Err(format!("the server did not answer within {limit:?}"))
-        }
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            Err("the sync with the server panicked".to_string())
+    let started_at = Instant::now();
+    loop {
+        let left = limit.saturating_sub(started_at.elapsed());
+        match receiver.recv_timeout(left.min(CHECK_EVERY)) {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(error)) => {
+                return Err(format!("the connection to the server was lost ({error})"));
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return Err("the sync with the server panicked".to_string());
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) if left <= CHECK_EVERY => {
+                return Err(format!("the server did not answer within {limit:?}"));
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if let Some(Err(why)) = accepts_connections(&device) {
+                    // The probe's thread waits for good; what else waits on the connection
+                    // is woken.
+                    wake::<B>(&device);
+                    return Err(why);
+                }
+            }
         }
     }
+}
+
+/// Syncs `device` from this thread (which waits for what this thread sent it), and wakes the
+/// sync if the server stops accepting connections meanwhile: Burn 0.21's client never answers
+/// a request whose server died after it was sent.
+pub(crate) fn sync_or_wake<B: Backend>(device: &B::Device) {
+    let (done, finished) = mpsc::channel::<()>();
+    let watched = device.clone();
+    let _ = thread::Builder::new()
+        .name("dp-remote-watch".to_string())
+        .spawn(move || {
+            // Ends when the sync is done (`done` dropped) or the server is gone.
+            while let Err(mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(CHECK_EVERY) {
+                if let Some(Err(_)) = accepts_connections(&watched) {
+                    wake::<B>(&watched);
+                    return;
+                }
+            }
+        });
+    let _ = B::sync(device);
+    drop(done);
 }
 
 /// Wakes whatever waits on `device`'s connection, without waiting for the answer.

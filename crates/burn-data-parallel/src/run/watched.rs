@@ -13,7 +13,7 @@ use std::cell::RefCell;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::sync::{Arc, Once};
-use std::thread::{self, ThreadId};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use burn::tensor::backend::Backend;
@@ -31,8 +31,6 @@ struct Watch {
     lost: Box<dyn Fn() -> Option<Lost>>,
     /// Tells the caller which device is lost.
     report: Box<dyn Fn(Lost)>,
-    /// Gives up what the thread holds for its devices' kinds.
-    release: Box<dyn Fn()>,
 }
 
 /// A lost device: its `Debug` form, and what failed.
@@ -91,7 +89,6 @@ where
         .collect();
     let (sender, receiver) = mpsc::channel();
     let mut outcomes: Vec<Option<Outcome<O>>> = described.iter().map(|_| None).collect();
-    let mut threads: Vec<Option<ThreadId>> = vec![None; described.len()];
     for (position, job) in jobs.into_iter().enumerate() {
         let (sender, work, device) = (sender.clone(), work.clone(), job.device.clone());
         let watched = [
@@ -110,30 +107,18 @@ where
                     };
                 let _ = sender.send((position, outcome));
             });
-        match started {
-            Ok(handle) => threads[position] = Some(handle.thread().id()),
-            Err(error) => outcomes[position] = Some(Outcome::NotStarted(error.to_string())),
+        if let Err(error) = started {
+            outcomes[position] = Some(Outcome::NotStarted(error.to_string()));
         }
     }
     drop(sender);
-    // A replica given up on may wait forever on a lost server, holding what its transfer
-    // needs (Burn 0.21's remote transfers go one at a time): the others must not wait for it.
-    let give_up = |position: usize| {
-        if let Some(thread) = threads[position] {
-            described[position].kind.release_from(thread);
-            host_kind.release_from(thread);
-        }
-    };
-
     while outcomes.iter().any(Option::is_none) {
         let waited = started_at.elapsed();
         if let Some(deadline) = deadline.filter(|&deadline| waited >= deadline) {
-            for (position, outcome) in outcomes.iter_mut().enumerate() {
-                if outcome.is_some() {
-                    continue;
+            for outcome in &mut outcomes {
+                if outcome.is_none() {
+                    *outcome = Some(Outcome::Stalled(waited.max(deadline)));
                 }
-                give_up(position);
-                *outcome = Some(Outcome::Stalled(waited.max(deadline)));
             }
             break;
         }
@@ -150,8 +135,7 @@ where
                 if host_lost.is_some() {
                     host_kind.wake(host);
                 }
-                for (position, (Described { device, kind, .. }, outcome)) in
-                    described.iter().zip(&mut outcomes).enumerate()
+                for (Described { device, kind, .. }, outcome) in described.iter().zip(&mut outcomes)
                 {
                     if outcome.is_some() {
                         continue;
@@ -166,7 +150,6 @@ where
                         (None, None) => None,
                     };
                     if let Some(lost) = lost {
-                        give_up(position);
                         *outcome = Some(Outcome::Lost(lost));
                     }
                 }
@@ -241,7 +224,6 @@ fn watch<B: Backend, O: Send + 'static>(
     devices: [(B::Device, Kind<B>); 2],
     sender: mpsc::Sender<(usize, Outcome<O>)>,
 ) {
-    let kinds = [devices[0].1, devices[1].1];
     let watch = Watch {
         lost: Box::new(move || {
             devices.iter().find_map(|(device, kind)| {
@@ -251,7 +233,6 @@ fn watch<B: Backend, O: Send + 'static>(
         report: Box::new(move |lost| {
             let _ = sender.send((index, Outcome::Lost(lost)));
         }),
-        release: Box::new(move || kinds.iter().for_each(|kind| kind.release())),
     };
     WATCH.with(|slot| *slot.borrow_mut() = Some(watch));
 }
@@ -278,8 +259,6 @@ fn stop_if_lost() {
         // Replicas waiting for this one at a shared layer (SyncBatchNorm) must not wait on.
         crate::sync::group::leave_for_good(&format!("its device {} was lost: {}", why.0, why.1));
         (watch.report)(why);
-        // A transfer this thread had started will not finish; let the others go on.
-        (watch.release)();
         Some(())
     });
     if let Ok(Some(())) = stopped {

@@ -19,6 +19,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 
+use crate::traffic::Direction;
+use crate::transfer::Destination;
+
 /// A value posted to an exchange: the count of elements the shard's part covers, and the part.
 pub(crate) type Posted = (f64, Arc<dyn Any + Send + Sync>);
 
@@ -179,14 +182,18 @@ impl SyncGroup {
     ) -> (f64, Tensor<B, 1>) {
         let device = part.device();
         let parts = self.exchange(key, rank, (count, Arc::new(part)));
+        let to_here = Destination::uncounted(&device, Direction::ToReplica);
         let total = parts.iter().map(|(count, _)| count).sum();
         let sum = parts
             .iter()
             .map(|(_, part)| {
-                part.downcast_ref::<Tensor<B, 1>>()
-                    .unwrap_or_else(|| unreachable!("every rank of a call has one backend"))
-                    .clone()
-                    .to_device(&device)
+                // The crate's own move: tracked on local devices (the Keras-style path
+                // differentiates through it), through this process on remote ones.
+                to_here.move_to(
+                    part.downcast_ref::<Tensor<B, 1>>()
+                        .unwrap_or_else(|| unreachable!("every rank of a call has one backend"))
+                        .clone(),
+                )
             })
             .reduce(Tensor::add)
             .unwrap_or_else(|| unreachable!("a group has at least one rank"));
