@@ -203,6 +203,24 @@ fn batch_on(host: &RemoteDevice) -> ClassBatch<Remote> {
     ClassBatcher.batch(class_items(8, 5, 3), host)
 }
 
+/// Asserts that `lost` is the one device a `DataParallel` reports lost.
+fn assert_only_lost(lost_devices: &[RemoteDevice], lost: &RemoteDevice) {
+    let reported: Vec<String> = lost_devices
+        .iter()
+        .map(|device| format!("{device:?}"))
+        .collect();
+    assert_eq!(reported, vec![format!("{lost:?}")]);
+}
+
+/// Asserts that what began at `started` ended within a minute: a loss is noticed in seconds.
+fn assert_within_a_minute(started: Instant) {
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
 /// Asserts that `error` is `DeviceLost` naming `lost`.
 fn assert_lost(error: &DataParallelError, lost: &RemoteDevice) {
     let DataParallelError::DeviceLost { device, .. } = error else {
@@ -245,12 +263,7 @@ fn under_redistribute_a_server_stopped_between_steps_is_left_out() {
         doomed.stop();
         dp.try_train_step(batch_on(&servers[0].device()))
             .expect("the step goes on without the stopped server");
-        let lost_devices: Vec<String> = dp
-            .lost_devices()
-            .iter()
-            .map(|device| format!("{device:?}"))
-            .collect();
-        assert_eq!(lost_devices, vec![format!("{lost:?}")]);
+        assert_only_lost(&dp.lost_devices(), &lost);
     });
 }
 
@@ -304,18 +317,8 @@ fn lost_during_inference_redistributed_scenario() {
         doom(doomed, Stop::AtStart);
         let started = Instant::now();
         let output = InferenceStep::step(&dp, batch.clone());
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "took {:?}",
-            started.elapsed()
-        );
-        assert_eq!(
-            dp.lost_devices()
-                .iter()
-                .map(|device| format!("{device:?}"))
-                .collect::<Vec<_>>(),
-            vec![format!("{lost:?}")]
-        );
+        assert_within_a_minute(started);
+        assert_only_lost(&dp.lost_devices(), &lost);
         let expected = bare.classify(batch);
         assert_eq!(output.output.dims(), expected.output.dims());
         let error = relative_error(&output.output.into_data(), &expected.output.into_data());
@@ -411,19 +414,9 @@ fn redistributed_after_a_loss(when: Stop) {
                 *module = optim.step(1e-2, module.clone(), output.grads);
             }
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "took {:?}",
-            started.elapsed()
-        );
+        assert_within_a_minute(started);
         dp = runs[0].0.clone();
-        assert_eq!(
-            dp.lost_devices()
-                .iter()
-                .map(|device| format!("{device:?}"))
-                .collect::<Vec<_>>(),
-            vec![format!("{lost:?}")]
-        );
+        assert_only_lost(&dp.lost_devices(), &lost);
         let worst = float_params(dp.template())
             .iter()
             .zip(&float_params(runs[1].0.template()))
@@ -453,11 +446,7 @@ fn lost_mid_step_scenario() {
             .try_train_step(batch_on(&host))
             .err()
             .expect("the lost server fails the step");
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "took {:?}",
-            started.elapsed()
-        );
+        assert_within_a_minute(started);
         assert_lost(&error, &lost);
         assert_eq!(float_params(dp.template()), before);
 
