@@ -212,6 +212,19 @@ impl<B: AutodiffBackend> TrainStep for Sleepy<B> {
     }
 }
 
+/// Asserts that `grads`, a `DataParallel` step's for `net` on `batch`, are within
+/// [`TOLERANCE`] of the bare model's step on the same batch; returns that step's output.
+fn assert_bare_gradients<B: AutodiffBackend>(
+    net: &SyncNormNet<B>,
+    grads: &GradientsParams,
+    bare: &SyncNormNet<B>,
+    batch: ImageBatch<B>,
+) -> ClassificationOutput<B> {
+    let expected = TrainStep::step(bare, batch);
+    assert_gradients(net, grads, bare, &expected.grads, TOLERANCE);
+    expected.item
+}
+
 /// Runs `f` on its own thread and waits at most a minute: a hang fails the test.
 fn within_a_minute<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
     let (send, receive) = mpsc::channel();
@@ -273,17 +286,10 @@ fn under_redistribute_a_failed_synced_step_runs_again_on_the_others() {
             !FAIL_ONCE.load(Ordering::SeqCst),
             "the failure was injected"
         );
-        let expected = TrainStep::step(&bare, batch);
-        assert_gradients(
-            &dp.template().net,
-            &output.grads,
-            &bare,
-            &expected.grads,
-            TOLERANCE,
-        );
+        let expected = assert_bare_gradients(&dp.template().net, &output.grads, &bare, batch);
         assert_close(
             &output.item.loss.into_data(),
-            &expected.item.loss.into_data(),
+            &expected.loss.into_data(),
             TOLERANCE,
             "loss",
         );
@@ -457,14 +463,7 @@ fn a_replica_past_the_deadline_releases_the_others_and_is_left_out() {
         );
         // Only the sleeper's device is left out: the replicas that waited for it are sound.
         assert_eq!(dp.lost_devices().len(), 1, "{:?}", dp.lost_devices());
-        let expected = TrainStep::step(&bare, batch);
-        assert_gradients(
-            &dp.template().net,
-            &output.grads,
-            &bare,
-            &expected.grads,
-            TOLERANCE,
-        );
+        assert_bare_gradients(&dp.template().net, &output.grads, &bare, batch);
     });
 }
 

@@ -8,7 +8,7 @@ use burn::tensor::backend::Backend;
 
 use crate::balance::Split;
 use crate::device::{check_devices, template_device};
-use crate::error::Result;
+use crate::error::{DataParallelError, Result};
 use crate::failure::FailurePolicy;
 use crate::gather::{Gather, GatherContext};
 use crate::gradients::ReduceOn;
@@ -434,12 +434,21 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
                     if self.failure_policy == FailurePolicy::Redistribute
                         && self.workers.lost.live(self.devices.len()).len() > 1 =>
                 {
-                    self.workers.lost.record(index);
-                    log::warn!("DataParallel: a device is left out from now on: {error}");
+                    self.leave_out(index, &error);
                 }
                 Err((_, error)) => return Err(error),
             }
         }
+    }
+
+    /// Leaves replica device `index` out of every later call, for `why`
+    /// ([`FailurePolicy::Redistribute`]), and says so in a `log` warning.
+    pub(crate) fn leave_out(&self, index: usize, why: &DataParallelError) {
+        self.workers.lost.record(index);
+        log::warn!(
+            "DataParallel: device {:?} is left out from now on: {why}",
+            self.devices[index]
+        );
     }
 
     /// One job per shard of `plan`: the shard of `input`, cut in the context `context` makes

@@ -158,6 +158,18 @@ pub enum DataParallelError {
     },
 }
 
+impl DataParallelError {
+    /// Whether this failure of a replica costs it its device for good (a lost server, a
+    /// replica past the step deadline), rather than only the rows it was running.
+    #[cfg_attr(
+        not(feature = "train"),
+        expect(dead_code, reason = "asked by the training and inference steps only")
+    )]
+    pub(crate) fn loses_the_device(&self) -> bool {
+        matches!(self, Self::DeviceLost { .. } | Self::Stalled { .. })
+    }
+}
+
 /// Shorthand for results of this crate.
 pub type Result<T, E = DataParallelError> = core::result::Result<T, E>;
 

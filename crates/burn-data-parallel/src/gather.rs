@@ -18,6 +18,11 @@ use crate::transfer::Destination;
 ///
 /// User structs get this trait from `#[derive(Gather)]`.
 ///
+/// A merge of a single part, with a one-shard [`SplitPlan`], must give that part back, moved
+/// to the host: on devices that can be lost (Burn servers), each replica's output of a
+/// `Learner` step is first brought home that way on the replica's own thread, and the parts
+/// are then merged as usual. Every implementation in this crate, and the derive's, does so.
+///
 /// # Examples
 ///
 /// ```

@@ -8,7 +8,7 @@ use burn::module::Module;
 use burn::train::InferenceStep;
 
 use crate::data_parallel::DataParallel;
-use crate::error::{DataParallelError, Result};
+use crate::error::Result;
 use crate::failure::FailurePolicy;
 use crate::gather::Gather;
 use crate::replicate::{Replicate, replicate};
@@ -105,23 +105,13 @@ where
             let Some((_, first_error)) = failures.first() else {
                 return M::Output::gather(outputs, &self.gather_context(&plan, &input));
             };
-            let lost_only = failures.iter().all(|(_, error)| {
-                matches!(
-                    error,
-                    DataParallelError::DeviceLost { .. } | DataParallelError::Stalled { .. }
-                )
-            });
+            let lost_only = failures.iter().all(|(_, error)| error.loses_the_device());
             let left = self.workers.lost.live(self.devices.len()).len();
             if self.failure_policy == FailurePolicy::Fail || !lost_only || failures.len() >= left {
                 return Err(first_error.clone());
             }
             for (shard, error) in &failures {
-                let index = plan.device(*shard);
-                self.workers.lost.record(index);
-                log::warn!(
-                    "DataParallel: device {:?} is left out from now on: {error}",
-                    self.devices[index]
-                );
+                self.leave_out(plan.device(*shard), error);
             }
         }
     }

@@ -307,16 +307,8 @@ where
             return Err(first_error.clone());
         }
         for (shard, error) in &failures {
-            let index = plan.device(*shard);
-            if matches!(
-                error,
-                DataParallelError::DeviceLost { .. } | DataParallelError::Stalled { .. }
-            ) {
-                self.workers.lost.record(index);
-                log::warn!(
-                    "DataParallel: device {:?} is left out from now on: {error}",
-                    self.devices[index]
-                );
+            if error.loses_the_device() {
+                self.leave_out(plan.device(*shard), error);
             } else {
                 log::warn!(
                     "DataParallel: rows {:?} run again by the other replicas: {error}",
