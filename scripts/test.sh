@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Every check CI runs, in order: formatting, lints, the tests (CPU devices; the CUDA feature
-# compiled in and its no-GPU paths tested), the library linted and unit-tested with each
+# compiled in and its no-GPU paths tested), the library linted with each
 # feature set (scripts/feature-matrix.sh), the docs with warnings denied, every feature of
 # every crate compiling without lint warnings, the README's main job exactly as written, and
 # every other documented `cargo run` command resolving and printing its usage.
@@ -18,7 +18,7 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo test"
 cargo test --workspace
 
-step "the library feature by feature: none, default, each alone (clippy)"
+step "the library feature by feature: none, default, the backends without train (clippy)"
 bash scripts/feature-matrix.sh
 
 step "cargo doc (warnings denied)"
