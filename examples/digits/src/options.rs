@@ -14,11 +14,23 @@ pub enum BackendChoice {
     Ndarray,
     /// Replicas alternating between the NdArray and Flex CPU devices; the template on Flex.
     Mixed,
-    /// Replicas on CUDA devices 0..n; the template on the Flex CPU device (feature `cuda`).
+    /// Replicas on CUDA devices 0..n; the template on the first GPU, or with `--host cpu` on
+    /// the Flex CPU device (feature `cuda`).
     Cuda,
     /// Replicas on Burn servers (`--servers`, or servers started in this process), the
     /// template on a server in this process (feature `remote`).
     Remote,
+}
+
+/// Where the template lives with `--backend cuda`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum HostChoice {
+    /// The first GPU: the optimizer step runs there and only the other replicas' weights and
+    /// gradients move (the faster layout, measured in docs/choosing-the-host.md).
+    Gpu,
+    /// The Flex CPU device, as Keras's multi_gpu_model: every replica's weights and gradients
+    /// cross PCIe every step, and the optimizer step runs on the CPU.
+    Cpu,
 }
 
 /// How batches are shared among the replicas.
@@ -67,10 +79,15 @@ pub enum Progress {
 #[command(name = "digits", version, about, long_about = None)]
 pub struct Options {
     /// Replica devices: flex or ndarray repeat that CPU device; mixed alternates NdArray and
-    /// Flex; cuda takes the first GPUs, template on the CPU (needs --features cuda); remote uses
-    /// Burn servers (needs --features remote).
+    /// Flex; cuda takes the first GPUs (needs --features cuda); remote uses Burn servers (needs
+    /// --features remote).
     #[arg(long, value_enum, default_value_t = BackendChoice::Flex)]
     pub backend: BackendChoice,
+
+    /// With --backend cuda, where the template (the weights and the optimizer step) lives: gpu,
+    /// the first GPU, or cpu, the Flex CPU device as Keras's multi_gpu_model [default: gpu].
+    #[arg(long, value_enum)]
+    pub host: Option<HostChoice>,
 
     /// The network: plain, or bn (with a SyncBatchNorm).
     #[arg(long, value_enum, default_value_t = ModelChoice::Plain)]
@@ -220,6 +237,22 @@ mod tests {
         assert!(options.servers.is_empty());
         assert_eq!(options.progress(true), Progress::Terminal);
         assert_eq!(options.progress(false), Progress::Lines);
+    }
+
+    #[test]
+    fn the_host_is_chosen_with_the_cuda_backend_only() {
+        assert_eq!(parse(&[]).expect("valid").host, None);
+        let options = parse(&["--backend", "cuda", "--host", "cpu"]).expect("valid");
+        assert_eq!(options.host, Some(HostChoice::Cpu));
+        assert!(parse(&["--host", "tpu"]).is_err());
+        // Refused before anything runs, with the reason.
+        let options = parse(&["--backend", "ndarray", "--host", "gpu"]).expect("parses");
+        let error = crate::training::run(&options).expect_err("--host needs --backend cuda");
+        assert_eq!(
+            error.to_string(),
+            "--host chooses the template's device with --backend cuda only; with --backend \
+             ndarray the template is where the backend puts it"
+        );
     }
 
     #[test]

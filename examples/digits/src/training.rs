@@ -18,6 +18,7 @@ use burn::train::renderer::tui::TuiMetricsRendererWrapper;
 use burn::train::{ClassificationOutput, InferenceStep, Learner, SupervisedTraining, TrainStep};
 use burn::{Dispatch, DispatchDevice};
 use burn_data_parallel::{DataParallel, FailurePolicy, Split, Traffic};
+use clap::ValueEnum as _;
 
 use crate::data::{self, DigitItem, DigitsBatcher, DigitsDataset};
 use crate::model::DigitsNet;
@@ -76,7 +77,12 @@ pub fn devices(options: &Options) -> Result<(DispatchDevice, Vec<DispatchDevice>
                     "--replicas {count} asks for more GPUs than this machine has: {gpus:?}"
                 )));
             }
-            (flex, gpus.into_iter().take(count).collect())
+            let gpus: Vec<DispatchDevice> = gpus.into_iter().take(count).collect();
+            let host = match options.host.unwrap_or(crate::options::HostChoice::Gpu) {
+                crate::options::HostChoice::Gpu => gpus[0].clone(),
+                crate::options::HostChoice::Cpu => flex,
+            };
+            (host, gpus)
         }
         BackendChoice::Remote => {
             return Err(JobError::Failed(
@@ -121,6 +127,16 @@ pub struct RunReport {
 /// Runs the whole job and returns the data-parallel run's report and, when asked for, the
 /// bare model's.
 pub fn run(options: &Options) -> Result<(RunReport, Option<RunReport>), JobError> {
+    if options.host.is_some() && options.backend != BackendChoice::Cuda {
+        let backend = options
+            .backend
+            .to_possible_value()
+            .map_or_else(String::new, |value| value.get_name().to_string());
+        return Err(JobError::Failed(format!(
+            "--host chooses the template's device with --backend cuda only; with --backend \
+             {backend} the template is where the backend puts it"
+        )));
+    }
     #[cfg(feature = "remote")]
     if options.backend == BackendChoice::Remote {
         let (_servers, host, replicas) = crate::remote::devices(options)?;
