@@ -422,7 +422,7 @@ fn redistributed_after_a_loss(when: Stop) {
             .zip(&float_params(runs[1].0.template()))
             .map(|((id, a), (_, b))| (*id, relative_error(a, b)))
             .collect();
-        let worst = differences.iter().map(|(_, d)| *d).fold(0.0, f32::max);
+        let worst = differences.iter().map(|(_, d)| *d).fold(0.0, worst_of);
         eprintln!("worst relative difference to the fault-free run: {worst:e}");
         assert!(worst <= 1e-6, "relative differences {differences:?}");
     });
