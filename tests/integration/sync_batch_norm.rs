@@ -31,8 +31,10 @@ const TOLERANCE: f32 = 1e-6;
 /// One step's gradients in the property test, over random uneven splits. The convolution's
 /// weight gradient comes back through both exchanges of the statistics' backward pass, summed
 /// per shard and then across shards where one device sums once: up to 6e-7 measured on a quiet
-/// machine and 1.0e-6 while the rest of the suite ran beside it.
-const GRADIENT_TOLERANCE: f32 = 2e-6;
+/// machine and 1.0e-6 while the rest of the suite ran beside it, and 2.9e-6 for 3 rows split
+/// 1 + 2 (a three-row batch norm's gradients nearly cancel, so rounding weighs more against
+/// their largest entry; the case is kept in proptest-regressions/).
+const GRADIENT_TOLERANCE: f32 = 5e-6;
 /// Measured worst errors after ten steps at this rate: 4.8e-7 (two replicas), 5.8e-7 (three,
 /// across two backends); the statistics are sums of per-shard sums, one device's a single sum.
 const LEARNING_RATE: f64 = 1e-2;
