@@ -2,7 +2,7 @@
 //! out of bounds, and against an all-zero expectation.
 
 use burn::tensor::TensorData;
-use burn_data_parallel_tests::exactness::worst;
+use burn_data_parallel_tests::exactness::{within_criterion, worst};
 use burn_data_parallel_tests::{assert_close, first_outside, relative_error};
 
 fn data(values: &[f32]) -> TensorData {
@@ -67,4 +67,15 @@ fn the_worst_error_of_a_check_is_nan_when_any_is() {
     // A NaN worst error is never within a tolerance: the comparison gpu-check makes is false.
     let within = |error: f32| error <= 1e-4;
     assert!(!within(worst([f32::NAN, 0.0])));
+}
+
+#[test]
+fn gpu_checks_criterion_follows_the_bare_models_error_and_fails_on_nan() {
+    // Within twice the bare model's error plus the 1e-6 floor.
+    assert!(within_criterion(1e-4, 2e-4));
+    assert!(within_criterion(0.0, 1e-6));
+    assert!(!within_criterion(1e-4, 2.1e-4));
+    assert!(!within_criterion(0.0, 2e-6));
+    assert!(!within_criterion(f64::NAN, 0.0));
+    assert!(!within_criterion(1e-4, f64::NAN));
 }

@@ -61,19 +61,27 @@ pub fn error_against(actual: &TensorData, reference: &TensorData) -> f64 {
             .expect("float data")
     };
     let (actual, reference) = (values(actual), values(reference));
-    let nan_or_max = |m: f64, v: f64| {
-        if m.is_nan() || v.is_nan() {
-            f64::NAN
-        } else {
-            m.max(v)
-        }
-    };
     let difference = actual
         .iter()
         .zip(&reference)
-        .fold(0.0, |m, (a, r)| nan_or_max(m, (a - r).abs()));
-    let scale = reference.iter().fold(0.0, |m, r| nan_or_max(m, r.abs()));
+        .fold(0.0, |m, (a, r)| worst64(m, (a - r).abs()));
+    let scale = reference.iter().fold(0.0, |m, r| worst64(m, r.abs()));
     difference / scale.max(f64::MIN_POSITIVE)
+}
+
+/// The larger of two errors, NaN if either is: `f64::max` would drop a NaN.
+fn worst64(a: f64, b: f64) -> f64 {
+    if a.is_nan() || b.is_nan() {
+        f64::NAN
+    } else {
+        a.max(b)
+    }
+}
+
+/// The criterion for one quantity: `DataParallel`'s error against the reference within
+/// [`FACTOR`] times the bare model's plus [`FLOOR`]. False when either is NaN.
+pub fn within_criterion(bare: f64, data_parallel: f64) -> bool {
+    data_parallel <= FACTOR * bare + FLOOR
 }
 
 /// One quantity three ways: `DataParallel`'s, the bare model's and the reference's.
@@ -100,18 +108,9 @@ fn measure(quantities: &[Triple]) -> Measured {
             error_against(bare, reference),
             error_against(data_parallel, reference),
         );
-        // NaN on either side fails: the comparison is false.
-        measured.pass &= data_parallel <= FACTOR * bare + FLOOR;
-        measured.bare = if bare.is_nan() {
-            bare
-        } else {
-            measured.bare.max(bare)
-        };
-        measured.data_parallel = if data_parallel.is_nan() {
-            data_parallel
-        } else {
-            measured.data_parallel.max(data_parallel)
-        };
+        measured.pass &= within_criterion(bare, data_parallel);
+        measured.bare = worst64(measured.bare, bare);
+        measured.data_parallel = worst64(measured.data_parallel, data_parallel);
     }
     measured
 }
