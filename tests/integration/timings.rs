@@ -52,3 +52,30 @@ fn each_training_step_is_timed_and_its_phases_fit_inside_it() {
     assert_eq!(second.replicas, 2);
     check_fits(&second);
 }
+
+#[test]
+fn synced_phases_change_no_result_and_survive_valid_and_from_inner() {
+    use burn::module::AutodiffModule;
+    use burn::train::TrainStep;
+
+    let host = flex();
+    let model = initialised(Mlp::<DispatchAutodiff>::new(5, 3, &host));
+    let bare = bare_copy(&model);
+    let dp = DataParallel::new(model, vec![ndarray(), flex(), ndarray()])
+        .expect("valid")
+        .with_synced_phases(true);
+    assert!(dp.synced_phases());
+    assert!(!dp.clone().with_synced_phases(false).synced_phases());
+    let round_trip: DataParallel<DispatchAutodiff, Mlp<DispatchAutodiff>> =
+        DataParallel::from_inner(dp.valid());
+    assert!(round_trip.synced_phases(), "valid() and from_inner keep it");
+
+    let batch =
+        || -> ClassBatch<DispatchAutodiff> { ClassBatcher.batch(class_items(9, 5, 3), &host) };
+    let output = dp.try_train_step(batch()).expect("step");
+    let expected = TrainStep::step(&bare, batch());
+    assert_gradients(dp.template(), &output.grads, &bare, &expected.grads, 1e-6);
+    let timings = dp.last_step_timings().expect("the step was timed");
+    assert_eq!(timings.replicas, 3);
+    check_fits(&timings);
+}

@@ -77,6 +77,8 @@ pub struct DataParallel<B: Backend, M> {
     pub(crate) split: Split,
     pub(crate) failure_policy: FailurePolicy,
     pub(crate) step_deadline: Option<Duration>,
+    /// Whether each replica waits for its device's queue at the end of each timed phase.
+    pub(crate) synced_phases: bool,
     pub(crate) traffic: Arc<TrafficCounter>,
     pub(crate) workers: Arc<Workers>,
 }
@@ -111,6 +113,7 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
             split: Split::default(),
             failure_policy: FailurePolicy::default(),
             step_deadline: None,
+            synced_phases: false,
             traffic: Arc::default(),
             workers,
         })
@@ -323,6 +326,43 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
     /// not.
     pub fn last_step_timings(&self) -> Option<StepTimings> {
         self.workers.last_step.get()
+    }
+
+    /// Makes each replica of a training step wait for its device's queue at the end of its
+    /// set-up and of its compute (default: it does not), so that on a backend that queues its
+    /// work (CUDA) [`last_step_timings`](Self::last_step_timings) gives each phase the time of
+    /// its work rather than the time to issue it.
+    ///
+    /// A measuring aid: the waits cost the overlap of one phase's last kernels with the next
+    /// phase's first, and results are the same with or without them. On CPU backends
+    /// (NdArray, Flex), whose operations finish before they return, it changes nothing.
+    ///
+    /// ```
+    /// use burn::backend::{Autodiff, NdArray};
+    /// use burn::backend::ndarray::NdArrayDevice;
+    /// use burn::nn::{Linear, LinearConfig};
+    /// use burn_data_parallel::DataParallel;
+    ///
+    /// type B = Autodiff<NdArray>;
+    /// let device = NdArrayDevice::Cpu;
+    /// let model: Linear<B> = LinearConfig::new(4, 2).init(&device);
+    /// let dp = DataParallel::new(model, vec![device, device])
+    ///     .unwrap()
+    ///     .with_synced_phases(true);
+    /// assert!(dp.synced_phases());
+    /// ```
+    #[must_use]
+    pub fn with_synced_phases(self, synced: bool) -> Self {
+        Self {
+            synced_phases: synced,
+            ..self
+        }
+    }
+
+    /// Whether a training step's replicas wait for their devices at the end of each phase;
+    /// see [`with_synced_phases`](Self::with_synced_phases).
+    pub fn synced_phases(&self) -> bool {
+        self.synced_phases
     }
 
     /// Unwraps the template.

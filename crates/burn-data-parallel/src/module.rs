@@ -75,6 +75,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> AutodiffModule<B> for DataParalle
             split: self.split.clone(),
             failure_policy: self.failure_policy,
             step_deadline: self.step_deadline,
+            synced_phases: self.synced_phases,
             traffic: self.traffic.clone(),
             workers: self.workers.clone(),
         }
@@ -90,6 +91,7 @@ impl<B: AutodiffBackend, M: AutodiffModule<B>> AutodiffModule<B> for DataParalle
             split: module.split,
             failure_policy: module.failure_policy,
             step_deadline: module.step_deadline,
+            synced_phases: module.synced_phases,
             traffic: module.traffic,
             workers: module.workers,
         }

@@ -190,12 +190,20 @@ where
         }
         let scattered = started.elapsed();
         // Owned, so that the work can outlive this call on a watched thread.
-        let (host, host_kind, traffic, reduction) = (
+        let (host, host_kind, traffic, reduction, synced) = (
             self.host.clone(),
             self.kinds.host(),
             self.traffic.clone(),
             self.reduction,
+            self.synced_phases,
         );
+        // A queueing backend's phase ends when its device has run it, not when it is issued;
+        // a device that fails here fails again at its next operation, which reports it.
+        let end_phase = move |device: &B::Device| {
+            if synced {
+                let _ = B::sync(device);
+            }
+        };
         // Layers that share statistics across the replicas (SyncBatchNorm) meet in `group`.
         let group = SyncGroup::new(plan.len());
         let (reducer, members) = (cross_replica::reducer::<B>(), group.clone());
@@ -217,9 +225,11 @@ where
                 shard
             };
             let replica = replicate(replica, to, Replicate::Forked);
+            end_phase(device);
             let set_up = Instant::now();
             phase.store(Phase::Compute as u8, Ordering::Relaxed);
             let output = replica.step(shard);
+            end_phase(device);
             let computed = Instant::now();
             phase.store(Phase::GradientsHome as u8, Ordering::Relaxed);
             let to_host = Destination::new(&host, host_kind, Direction::ToHost)
