@@ -43,6 +43,20 @@ impl<B: Backend> ImageBatch<B> {
     }
 }
 
+/// A model that maps an image batch to class logits: what the Keras-style rows run through
+/// `DataParallel::forward`.
+pub trait Classifier<B: Backend> {
+    /// Logits `[n, CLASSES]` for `batch`.
+    fn logits(&self, batch: &ImageBatch<B>) -> Tensor<B, 2>;
+}
+
+/// The mean cross-entropy of `logits` against `batch`'s labels.
+pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, batch: &ImageBatch<B>) -> Tensor<B, 1> {
+    CrossEntropyLossConfig::new()
+        .init(&logits.device())
+        .forward(logits, batch.targets.clone())
+}
+
 /// Logits and mean cross-entropy of `logits` against `targets`.
 fn classification<B: Backend>(
     logits: Tensor<B, 2>,
@@ -57,6 +71,12 @@ fn classification<B: Backend>(
 /// Implements the training and inference steps for a model with `fn logits(&self, &ImageBatch)`.
 macro_rules! steps {
     ($model:ident) => {
+        impl<B: Backend> Classifier<B> for $model<B> {
+            fn logits(&self, batch: &ImageBatch<B>) -> Tensor<B, 2> {
+                $model::logits(self, batch)
+            }
+        }
+
         impl<B: AutodiffBackend> TrainStep for $model<B> {
             type Input = ImageBatch<B>;
             type Output = ClassificationOutput<B>;

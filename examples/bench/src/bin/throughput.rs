@@ -3,7 +3,8 @@
 //!
 //! Rows, for a compute-bound CNN (about 1M parameters) and a parameter-heavy MLP (about 10M):
 //! (a) the bare model on one CPU device; (h) the machine's ceiling: N bare models, each
-//! training on its share of the batch at once, with nothing shared; (b) `DataParallel` with one
+//! training on its share of the batch at once with an Adam step of its own, with nothing
+//! shared, and (h0) the same without the Adam steps (the compute alone); (b) `DataParallel` with one
 //! replica there (its overhead); (c) N replicas on the host's device (scaling, N = 2 by
 //! default); each on the per-replica training path and on the Keras-style path; (x) N replicas
 //! off the host (what moving weights costs); and, through Burn's `Learner`, the bare model,
@@ -21,19 +22,19 @@ use std::cell::RefCell;
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bench::learner::{ImageBatcher, RandomImages, Silent};
 use bench::memory::{self, Counting};
-use bench::models::{ConvNet, ImageBatch, WideMlp};
+use bench::models::{Classifier, ConvNet, ImageBatch, WideMlp, cross_entropy};
+use bench::phases::Phases;
+use bench::rounds::{median, ratio_spread};
 use burn::backend::Autodiff;
 use burn::backend::flex::FlexDevice;
 use burn::backend::ndarray::NdArrayDevice;
 use burn::data::dataloader::{DataLoader, DataLoaderBuilder};
 use burn::module::{AutodiffModule, Module, ModuleDisplay};
-use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
-use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
 use burn::train::metric::LossMetric;
 use burn::train::{
@@ -41,7 +42,7 @@ use burn::train::{
     SupervisedTraining, TrainStep, TrainingStrategy,
 };
 use burn::{Dispatch, DispatchDevice};
-use burn_data_parallel::{DataParallel, ParallelOptimizer, Scatter, ScatterContext, StepTimings};
+use burn_data_parallel::{DataParallel, ParallelOptimizer, Scatter, ScatterContext};
 
 #[global_allocator]
 static ALLOC: Counting = Counting::new();
@@ -57,30 +58,16 @@ trait Measured:
             Output = ClassificationOutput<Dispatch>,
         >,
     > + TrainStep<Input = ImageBatch<B>, Output = ClassificationOutput<B>>
+    + Classifier<B>
     + ModuleDisplay
     + core::fmt::Display
     + 'static
 {
-    fn logits(&self, batch: &ImageBatch<B>) -> Tensor<B, 2>;
 }
 
-impl Measured for ConvNet<B> {
-    fn logits(&self, batch: &ImageBatch<B>) -> Tensor<B, 2> {
-        ConvNet::logits(self, batch)
-    }
-}
+impl Measured for ConvNet<B> {}
 
-impl Measured for WideMlp<B> {
-    fn logits(&self, batch: &ImageBatch<B>) -> Tensor<B, 2> {
-        WideMlp::logits(self, batch)
-    }
-}
-
-fn loss(logits: Tensor<B, 2>, batch: &ImageBatch<B>) -> Tensor<B, 1> {
-    CrossEntropyLossConfig::new()
-        .init(&logits.device())
-        .forward(logits, batch.targets.clone())
-}
+impl Measured for WideMlp<B> {}
 
 /// One configuration: a training step to repeat, and what it measured.
 struct Config<'a> {
@@ -128,25 +115,6 @@ impl<'a> Config<'a> {
     }
 }
 
-/// The lowest and highest ratio of `config`'s rate to `base`'s over the rounds, each round's
-/// two rates measured side by side.
-fn spread(config: &Config<'_>, base: &Config<'_>) -> (f64, f64) {
-    config
-        .rates
-        .iter()
-        .zip(&base.rates)
-        .map(|(rate, base)| rate / base)
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(low, high), ratio| {
-            (low.min(ratio), high.max(ratio))
-        })
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut values = values.to_vec();
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(0.0)
-}
-
 /// A training-step loop of the bare model (`TrainStep`).
 fn bare_step<'a, M: Measured>(
     model: &M,
@@ -163,7 +131,7 @@ fn bare_forward<'a, M: Measured>(
     batch: &'a ImageBatch<B>,
 ) -> impl FnMut(usize) -> usize + 'a {
     bare_loop(model, batch, |bare, batch| {
-        GradientsParams::from_grads(loss(bare.logits(batch), batch).backward(), bare)
+        GradientsParams::from_grads(cross_entropy(bare.logits(batch), batch).backward(), bare)
     })
 }
 
@@ -185,13 +153,15 @@ fn bare_loop<'a, M: Measured>(
     }
 }
 
-/// The machine's own ceiling for (c): `copies` independent copies of the bare model each run
-/// a training step on their share of the batch on threads of their own at once, with no
-/// `DataParallel` involved (and no gradient reduction or optimizer step).
+/// The machine's own ceiling for (c): `copies` independent copies of the bare model, each
+/// training on its share of the batch on a thread of its own at once, with an Adam step of its
+/// own after each step when `optimizer` (row (h)), or with none (row (h0), the compute alone);
+/// no `DataParallel`, nothing reduced and nothing shared.
 fn ceiling<'a, M: Measured>(
     model: &M,
     batch: &'a ImageBatch<B>,
     copies: usize,
+    optimizer: bool,
 ) -> impl FnMut(usize) -> usize + 'a {
     let n = batch.images.dims()[0];
     let device = batch.images.device();
@@ -204,13 +174,26 @@ fn ceiling<'a, M: Measured>(
         })
         .collect();
     // Copies with leaves of their own: threads must not backward through shared leaves.
-    let copies: Vec<M> = (0..copies).map(|_| M::from_inner(model.valid())).collect();
+    let mut copies: Vec<_> = (0..copies)
+        .map(|_| {
+            (
+                M::from_inner(model.valid()),
+                AdamConfig::new().init::<B, M>(),
+            )
+        })
+        .collect();
     move |steps| {
         for _ in 0..steps {
             std::thread::scope(|scope| {
-                for (copy, shard) in copies.iter().zip(&shards) {
-                    let (copy, shard) = (copy.clone(), shard.clone());
-                    scope.spawn(move || TrainStep::step(&copy, shard).item.loss.into_scalar());
+                for ((copy, optim), shard) in copies.iter_mut().zip(&shards) {
+                    let shard = shard.clone();
+                    scope.spawn(move || {
+                        let output = TrainStep::step(copy, shard);
+                        if optimizer {
+                            *copy = optim.step(1e-3, copy.clone(), output.grads);
+                        }
+                        output.item.loss.into_scalar()
+                    });
                 }
             });
         }
@@ -303,7 +286,8 @@ fn dp_configs<'a, M: Measured>(
             move |steps| {
                 for _ in 0..steps {
                     let logits = dp.forward(batch.clone(), |m, shard| m.logits(&shard));
-                    let grads = GradientsParams::from_grads(loss(logits, batch).backward(), &dp);
+                    let grads =
+                        GradientsParams::from_grads(cross_entropy(logits, batch).backward(), &dp);
                     dp = optim.step(1e-3, dp.clone(), grads);
                 }
                 steps * n
@@ -322,7 +306,7 @@ fn dp_configs<'a, M: Measured>(
                 for _ in 0..steps {
                     let (logits, pending) =
                         dp.forward_parallel(batch.clone(), |m, shard| m.logits(&shard));
-                    let grads = pending.backward(loss(logits, batch));
+                    let grads = pending.backward(cross_entropy(logits, batch));
                     dp = optim.step(1e-3, dp.clone(), grads);
                 }
                 steps * n
@@ -423,10 +407,19 @@ fn measure<M: Measured>(
         ),
     ];
     configs.push(Config::new(
-        format!("(h) {r} bare steps on a share of the batch each, at once, no DataParallel"),
+        format!(
+            "(h) {r} bare models training at once on a share of the batch each, each with its \
+             own Adam step, no DataParallel"
+        ),
         r,
         "a",
-        ceiling(&model, &batch, r),
+        ceiling(&model, &batch, r, true),
+    ));
+    configs.push(Config::new(
+        "(h0) as (h), without the Adam steps: the compute alone",
+        r,
+        "a",
+        ceiling(&model, &batch, r, false),
     ));
     configs.extend(dp_configs(
         &model,
@@ -555,7 +548,7 @@ fn measure<M: Measured>(
         let (rate, cpu) = (config.median(), median(&config.cpu));
         let base = find(config.baseline);
         let (base_rate, base_cpu) = base.map_or((1.0, 1.0), |c| (c.median(), median(&c.cpu)));
-        let (low, high) = base.map_or((1.0, 1.0), |base| spread(config, base));
+        let (low, high) = base.map_or((1.0, 1.0), |base| ratio_spread(&config.rates, &base.rates));
         let bytes = config
             .traffic
             .as_ref()
@@ -582,16 +575,45 @@ fn measure<M: Measured>(
         (Some(row), Some(base)) => row.median() / base.median(),
         _ => f64::NAN,
     };
-    let ceiling = ratio("h", "a");
+    let (ceiling, compute) = (ratio("h", "a"), ratio("h0", "a"));
     println!(
-        "\nAt {r} replicas: the machine's ceiling (h) is {ceiling:.3}x the bare model; (c) TrainStep \
-         reaches {:.0}% of it, the Learner (L-c) {:.0}% (with the template on Flex, (L-x), \
-         {:.0}%); through the Learner, (L-c) runs at {:.3}x Burn's multi-device strategy (L-d), \
-         (L-x) at {:.3}x.",
-        100.0 * ratio("c", "a") / ceiling,
-        100.0 * ratio("L-c", "L-a") / ceiling,
-        100.0 * ratio("L-x", "L-a") / ceiling,
+        "\nAt {r} replicas: the machine's ceiling (h) is {ceiling:.3}x the bare model, its \
+         compute alone (h0) {compute:.3}x. Shares of (h), then of (h0):"
+    );
+    let share = |name: &str, over: &str| {
+        let row = ratio(name, over);
+        format!(
+            "{row:.3}x, {:.0}% of (h), {:.0}% of (h0)",
+            100.0 * row / ceiling,
+            100.0 * row / compute
+        )
+    };
+    // The rows with the parallel optimizer follow the adaptor's, under the same label.
+    let parallel = |name: &str| {
+        let row = configs.iter().find(|c| {
+            c.run.starts_with(&format!("({name})")) && c.run.contains("ParallelOptimizer")
+        });
+        let base = find("a").map_or(f64::NAN, Config::median);
+        let ratio = row.map_or(f64::NAN, |row| row.median() / base);
+        format!(
+            "{ratio:.3}x, {:.0}% of (h), {:.0}% of (h0)",
+            100.0 * ratio / ceiling,
+            100.0 * ratio / compute
+        )
+    };
+    println!("- (c) TrainStep: {}", share("c", "a"));
+    println!("- (c) TrainStep, ParallelOptimizer: {}", parallel("c"));
+    println!("- (L-c) Learner: {}", share("L-c", "L-a"));
+    println!(
+        "- (L-p) Learner, ParallelOptimizer: {}",
+        share("L-p", "L-a")
+    );
+    println!("- (L-x) Learner, template on Flex: {}", share("L-x", "L-a"));
+    println!(
+        "- through the Learner, against Burn's multi-device strategy (L-d): (L-c) {:.3}x, (L-p) \
+         {:.3}x, (L-x) {:.3}x",
         ratio("L-c", "L-d"),
+        ratio("L-p", "L-d"),
         ratio("L-x", "L-d"),
     );
 
@@ -599,72 +621,12 @@ fn measure<M: Measured>(
         "\nWhere a TrainStep row's step goes, mean over its timed steps (`last_step_timings`), \
          in ms; the optimizer step is the caller's, after the step:\n"
     );
-    println!(
-        "| run | scatter | replica set-up | compute, slowest (mean) | gradients home | reduction | state merge | gather | step | optimizer step | serial share of step + optimizer |"
-    );
+    println!("| run | {} |", Phases::HEADER);
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     for config in &configs {
         if let Some(phases) = &config.phases {
             println!("| {} | {} |", config.run, phases().row());
         }
-    }
-}
-
-/// The sum of the timed steps of one `TrainStep` row, phase by phase.
-#[derive(Debug, Clone, Default)]
-struct Phases {
-    steps: u32,
-    total: Duration,
-    scatter: Duration,
-    setup: Duration,
-    compute_slowest: Duration,
-    compute_mean: Duration,
-    home: Duration,
-    reduction: Duration,
-    state_merge: Duration,
-    gather: Duration,
-    optimizer: Duration,
-}
-
-impl Phases {
-    fn add(&mut self, timings: &StepTimings, optimizer: Duration) {
-        self.steps += 1;
-        self.total += timings.total;
-        self.scatter += timings.scatter;
-        self.setup += timings.replica_setup;
-        self.compute_slowest += timings.compute_slowest;
-        self.compute_mean += timings.compute_mean;
-        self.home += timings.gradients_home;
-        self.reduction += timings.reduction;
-        self.state_merge += timings.state_merge;
-        self.gather += timings.gather;
-        self.optimizer += optimizer;
-    }
-
-    /// The table cells after the run's name: mean milliseconds per step, and the share of a
-    /// step and its optimizer step that one thread does alone.
-    fn row(&self) -> String {
-        let steps = self.steps.max(1);
-        let ms = |total: Duration| format!("{:.1}", (total / steps).as_secs_f64() * 1e3);
-        let serial =
-            self.scatter + self.reduction + self.state_merge + self.gather + self.optimizer;
-        let whole = (self.total + self.optimizer)
-            .as_secs_f64()
-            .max(f64::MIN_POSITIVE);
-        format!(
-            "{} | {} | {} ({}) | {} | {} | {} | {} | {} | {} | {:.0}%",
-            ms(self.scatter),
-            ms(self.setup),
-            ms(self.compute_slowest),
-            ms(self.compute_mean),
-            ms(self.home),
-            ms(self.reduction),
-            ms(self.state_merge),
-            ms(self.gather),
-            ms(self.total),
-            ms(self.optimizer),
-            100.0 * serial.as_secs_f64() / whole
-        )
     }
 }
 
