@@ -29,9 +29,36 @@ fn the_script_runs_every_check_with_cpu_stand_ins() {
         "three checks in three setups:\n{stdout}"
     );
     assert!(stdout.contains("every exactness check passed"), "{stdout}");
+    // Per model: 1 and 2 replicas (the stand-ins' two GPUs are one device), template on
+    // either, both paths, and the parallel optimizer with the template on the CPU: 10 rows,
+    // 6 of them training steps with phases.
+    let rows: Vec<Vec<&str>> = stdout
+        .lines()
+        .filter(|line| line.starts_with("| DataParallel,"))
+        .map(|line| line.split('|').map(str::trim).collect())
+        .collect();
+    let throughput: Vec<_> = rows.iter().filter(|cells| cells.len() == 8).collect();
+    let phases: Vec<_> = rows.iter().filter(|cells| cells.len() == 13).collect();
+    assert_eq!((throughput.len(), phases.len()), (20, 12), "{stdout}");
+    for cells in &throughput {
+        let rate: f64 = cells[4].parse().unwrap_or(0.0);
+        assert!(rate > 0.0, "samples/s of {cells:?}");
+        assert!(
+            cells[5].ends_with('x') && cells[6].contains(" to "),
+            "{cells:?}"
+        );
+    }
+    for cells in &phases {
+        let compute: f64 = cells[4]
+            .split(' ')
+            .next()
+            .and_then(|slowest| slowest.parse().ok())
+            .unwrap_or(0.0);
+        assert!(compute > 0.0, "replica compute of {cells:?}");
+    }
     assert_eq!(
-        stdout.matches("| DataParallel, template on").count(),
-        4,
+        stdout.matches("| bare model on gpu0, TrainStep |").count(),
+        2,
         "{stdout}"
     );
 }

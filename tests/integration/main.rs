@@ -22,5 +22,6 @@ mod resume;
 mod split;
 mod state;
 mod sync_batch_norm;
+mod timing_rounds;
 mod timings;
 mod traffic;

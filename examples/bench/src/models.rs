@@ -50,11 +50,11 @@ pub trait Classifier<B: Backend> {
     fn logits(&self, batch: &ImageBatch<B>) -> Tensor<B, 2>;
 }
 
-/// The mean cross-entropy of `logits` against `batch`'s labels.
-pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, batch: &ImageBatch<B>) -> Tensor<B, 1> {
+/// The mean cross-entropy of `logits` against the labels `targets`.
+pub fn cross_entropy<B: Backend>(logits: Tensor<B, 2>, targets: Tensor<B, 1, Int>) -> Tensor<B, 1> {
     CrossEntropyLossConfig::new()
         .init(&logits.device())
-        .forward(logits, batch.targets.clone())
+        .forward(logits, targets)
 }
 
 /// Logits and mean cross-entropy of `logits` against `targets`.

@@ -131,7 +131,10 @@ fn bare_forward<'a, M: Measured>(
     batch: &'a ImageBatch<B>,
 ) -> impl FnMut(usize) -> usize + 'a {
     bare_loop(model, batch, |bare, batch| {
-        GradientsParams::from_grads(cross_entropy(bare.logits(batch), batch).backward(), bare)
+        GradientsParams::from_grads(
+            cross_entropy(bare.logits(batch), batch.targets.clone()).backward(),
+            bare,
+        )
     })
 }
 
@@ -286,8 +289,10 @@ fn dp_configs<'a, M: Measured>(
             move |steps| {
                 for _ in 0..steps {
                     let logits = dp.forward(batch.clone(), |m, shard| m.logits(&shard));
-                    let grads =
-                        GradientsParams::from_grads(cross_entropy(logits, batch).backward(), &dp);
+                    let grads = GradientsParams::from_grads(
+                        cross_entropy(logits, batch.targets.clone()).backward(),
+                        &dp,
+                    );
                     dp = optim.step(1e-3, dp.clone(), grads);
                 }
                 steps * n
@@ -306,7 +311,7 @@ fn dp_configs<'a, M: Measured>(
                 for _ in 0..steps {
                     let (logits, pending) =
                         dp.forward_parallel(batch.clone(), |m, shard| m.logits(&shard));
-                    let grads = pending.backward(cross_entropy(logits, batch));
+                    let grads = pending.backward(cross_entropy(logits, batch.targets.clone()));
                     dp = optim.step(1e-3, dp.clone(), grads);
                 }
                 steps * n
