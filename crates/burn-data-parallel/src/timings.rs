@@ -16,7 +16,9 @@ use std::sync::Mutex;
 /// caller's, outside this step.
 ///
 /// On a backend that queues its work (CUDA), a phase measures the time to issue its
-/// operations, and the wait shows up in the first phase that reads a result; on CPU backends
+/// operations, and the wait shows up in the first phase that reads a result, unless the
+/// module waits for its devices at the end of each phase
+/// ([`with_synced_phases`](crate::DataParallel::with_synced_phases)); on CPU backends
 /// (NdArray, Flex) each phase measures its work.
 ///
 /// Read it with [`DataParallel::last_step_timings`](crate::DataParallel::last_step_timings);
