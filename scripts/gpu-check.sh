@@ -7,7 +7,8 @@
 #                                          (default target/gpu-check/gpu-check) with ARGS,
 #                                          within 5 minutes
 #
-# ARGS: --steps N (throughput steps, default 20), --cpu (CPU stand-ins, what CI runs).
+# ARGS: --steps N (timed steps per configuration and round, default 10), --rounds R (default 5),
+#       --cpu (CPU stand-ins, what CI runs).
 # Exit codes: 0 every check passes, 1 a check fails, 2 bad arguments, 3 no GPU, 124 time out.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -37,7 +38,7 @@ case "${1:-}" in
     exec timeout 300 "$binary" "$@"
     ;;
   *)
-    sed -n '2,13p' "$0" >&2
+    sed -n '2,12p' "$0" >&2
     exit 2
     ;;
 esac
