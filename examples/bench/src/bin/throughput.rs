@@ -1,5 +1,6 @@
 //! Throughput of `DataParallel` against the bare model and Burn's own multi-device strategy,
-//! in one run, as a table: `cargo run --release -p bench --bin throughput [-- --replicas N]`.
+//! in one run, as a table: `cargo run --release -p bench --bin throughput [-- --replicas N]
+//! [--models conv|mlp]`.
 //!
 //! Rows, for a compute-bound CNN (about 1M parameters) and a parameter-heavy MLP (about 10M):
 //! (a) the bare model on one CPU device; (h) the machine's ceiling: N bare models, each
@@ -647,6 +648,20 @@ struct Options {
     /// rows that scale; each replica gets 16 ConvNet rows or 64 WideMlp rows of the batch.
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=256))]
     replicas: u16,
+    /// The models to measure.
+    #[arg(long, value_enum, default_value_t = Models::Both)]
+    models: Models,
+}
+
+/// Which models a run measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Models {
+    /// The compute-bound ConvNet, then the parameter-heavy WideMlp.
+    Both,
+    /// The ConvNet alone.
+    Conv,
+    /// The WideMlp alone.
+    Mlp,
 }
 
 fn main() -> ExitCode {
@@ -677,19 +692,23 @@ fn main() -> ExitCode {
         steps: mlp_steps,
         rounds,
     };
-    measure(
-        "Compute-bound ConvNet",
-        ConvNet::<B>::new(104, &host),
-        &host,
-        &other,
-        &conv,
-    );
-    measure(
-        "Parameter-heavy WideMlp",
-        WideMlp::<B>::new(3 * SIDE * SIDE, 3_000, &host),
-        &host,
-        &other,
-        &mlp,
-    );
+    if options.models != Models::Mlp {
+        measure(
+            "Compute-bound ConvNet",
+            ConvNet::<B>::new(104, &host),
+            &host,
+            &other,
+            &conv,
+        );
+    }
+    if options.models != Models::Conv {
+        measure(
+            "Parameter-heavy WideMlp",
+            WideMlp::<B>::new(3 * SIDE * SIDE, 3_000, &host),
+            &host,
+            &other,
+            &mlp,
+        );
+    }
     ExitCode::SUCCESS
 }
