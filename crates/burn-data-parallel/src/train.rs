@@ -19,7 +19,7 @@ use crate::data_parallel::DataParallel;
 use crate::error::{DataParallelError, Result};
 use crate::failure::{FailurePolicy, redistribute};
 use crate::gather::{Gather, GatherContext};
-use crate::gradients::{sum_gradients, weighted_on_host};
+use crate::gradients::{ReduceOn, sum_gradients, weighted_on_host};
 use crate::kind::Kind;
 use crate::normaliser::shard_weights;
 use crate::replicate::{Replicate, replicate};
@@ -122,8 +122,10 @@ where
             replicas.push(timings);
         }
         let item = M::Output::gather(items, &self.gather_context(&plan, &input))?;
+        self.wait_for_host_if_synced(ReduceOn::Caller)?;
         let gathered = Instant::now();
         let grads = sum_gradients(&self.template, grads, self.reduce_on())?;
+        self.wait_for_host_if_synced(self.reduce_on())?;
         let reduced = Instant::now();
         write_state(&self.template, states, &plan.weights(), self.to_host());
         let merged = Instant::now();
@@ -142,6 +144,22 @@ where
         );
         self.workers.last_step.store(timings);
         Ok(TrainOutput { grads, item })
+    }
+
+    /// With [synced phases](Self::with_synced_phases), waits until the work queued on the
+    /// host by the threads `on` names (the caller's, or every worker's) has run.
+    fn wait_for_host_if_synced(&self, on: ReduceOn<'_>) -> Result<()> {
+        if !self.synced_phases {
+            return Ok(());
+        }
+        let (kind, host) = (self.kinds.host(), &self.host);
+        match on {
+            ReduceOn::Workers(workers) => workers.on_every_thread(|| kind.wait_for_queue(host)),
+            ReduceOn::Caller => {
+                kind.wait_for_queue(host);
+                Ok(())
+            }
+        }
     }
 
     /// Runs one replica per shard of `plan` (the inner model's step on the shard, gradients
@@ -197,13 +215,7 @@ where
             self.reduction,
             self.synced_phases,
         );
-        // A queueing backend's phase ends when its device has run it, not when it is issued;
-        // a device that fails here fails again at its next operation, which reports it.
-        let end_phase = move |device: &B::Device| {
-            if synced {
-                let _ = B::sync(device);
-            }
-        };
+
         // Layers that share statistics across the replicas (SyncBatchNorm) meet in `group`.
         let group = SyncGroup::new(plan.len());
         let (reducer, members) = (cross_replica::reducer::<B>(), group.clone());
@@ -224,12 +236,18 @@ where
             } else {
                 shard
             };
+            // With synced phases, a queueing backend's phase ends when its device has run it,
+            // not when it was issued.
             let replica = replicate(replica, to, Replicate::Forked);
-            end_phase(device);
+            if synced {
+                to.wait_for_queue();
+            }
             let set_up = Instant::now();
             phase.store(Phase::Compute as u8, Ordering::Relaxed);
             let output = replica.step(shard);
-            end_phase(device);
+            if synced {
+                to.wait_for_queue();
+            }
             let computed = Instant::now();
             phase.store(Phase::GradientsHome as u8, Ordering::Relaxed);
             let to_host = Destination::new(&host, host_kind, Direction::ToHost)
@@ -245,6 +263,9 @@ where
                 (output.item, collect_state(&replica))
             };
             to_host.settle();
+            if synced {
+                to_host.wait_for_queue();
+            }
             let timings = ReplicaTimings {
                 setup: set_up - start,
                 compute: computed - set_up,

@@ -158,6 +158,13 @@ impl<'a, B: Backend> Destination<'a, B> {
     pub(crate) fn settle(&self) {
         self.kind.settle(self.device);
     }
+
+    /// Waits until the work this thread queued on the destination's device has run (see
+    /// `DeviceKind::wait_for_queue`).
+    #[cfg(feature = "train")]
+    pub(crate) fn wait_for_queue(&self) {
+        self.kind.wait_for_queue(self.device);
+    }
 }
 
 impl<B: Backend> Clone for Destination<'_, B> {

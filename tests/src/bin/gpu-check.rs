@@ -235,7 +235,11 @@ fn keras_row<'a, M: Measured>(
 
 /// How long each row is timed.
 struct Plan {
+    /// When a row's warm-up has settled; its `max_time` is overridden by the budget's share.
     settle: Settle,
+    /// Warm-up time of one model's rows together, shared out evenly: within the script's five
+    /// minutes even when no row settles.
+    warm_up_budget: Duration,
     rounds: usize,
     steps: usize,
 }
@@ -302,9 +306,13 @@ fn measure<M: Measured>(
         }
     }
 
+    let settle = Settle {
+        max_time: plan.warm_up_budget / rows.len() as u32,
+        ..plan.settle
+    };
     for row in &mut rows {
         let step = &mut row.step;
-        row.warm_up = Some(warm_up(&plan.settle, || {
+        row.warm_up = Some(warm_up(&settle, || {
             step(None);
             sync_all(&every);
         }));
@@ -440,10 +448,11 @@ fn main() -> ExitCode {
             window: 2,
             tolerance: 0.5,
             max_steps: 2,
-            max_time: Duration::from_secs(2),
+            max_time: Duration::MAX,
         };
         let plan = Plan {
             settle,
+            warm_up_budget: Duration::from_secs(20),
             rounds: 2,
             steps: 1,
         };
@@ -451,13 +460,13 @@ fn main() -> ExitCode {
     } else {
         let settle = Settle {
             window: 5,
-            tolerance: 0.05,
-            // Within the script's five minutes even when no row settles.
+            tolerance: 0.1,
             max_steps: 100,
-            max_time: Duration::from_secs(10),
+            max_time: Duration::MAX,
         };
         let plan = Plan {
             settle,
+            warm_up_budget: Duration::from_secs(45),
             rounds: options.rounds as usize,
             steps: options.steps as usize,
         };

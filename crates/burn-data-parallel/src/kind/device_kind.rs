@@ -61,6 +61,19 @@ pub(crate) trait DeviceKind<B: Backend>: Debug + Send + Sync {
     /// meanwhile ends the wait, and shows up at the next operation on it.
     fn settle(&self, _device: &B::Device) {}
 
+    /// Waits until the work this thread queued on `device` has run (Burn's `sync`); a device
+    /// of a kind that can be lost ends the wait when it is, and the loss shows up at the next
+    /// operation on it. Only [`with_synced_phases`](crate::DataParallel::with_synced_phases)
+    /// asks for it.
+    #[cfg_attr(
+        not(feature = "train"),
+        expect(dead_code, reason = "asked by timed training steps only")
+    )]
+    fn wait_for_queue(&self, device: &B::Device) {
+        // A failure here is the device's, and its next operation reports it.
+        let _ = B::sync(device);
+    }
+
     /// Whether replicas on this kind of device train on watched threads (`run::watched`),
     /// which survive the loss of their device, rather than on the worker pool.
     #[cfg_attr(

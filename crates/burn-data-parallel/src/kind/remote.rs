@@ -58,6 +58,11 @@ impl<B: Backend> DeviceKind<B> for Remote {
         sync_or_wake::<B>(device);
     }
 
+    /// A server that dies never answers a sync: the wait ends when it is found lost.
+    fn wait_for_queue(&self, device: &B::Device) {
+        sync_or_wake::<B>(device);
+    }
+
     /// Once a connection is lost, dropping a tensor of its device panics: a replica unwinding
     /// through such tensors would abort the process.
     fn needs_watched_threads(&self) -> bool {

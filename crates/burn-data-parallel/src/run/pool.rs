@@ -82,6 +82,13 @@ impl Workers {
         Ok(self.pool()?.install(op))
     }
 
+    /// Runs `op` once on every worker thread, and returns when all have.
+    #[cfg(feature = "train")]
+    pub(crate) fn on_every_thread(&self, op: impl Fn() + Sync) -> Result<()> {
+        self.pool()?.broadcast(|_| op());
+        Ok(())
+    }
+
     pub(super) fn pool(&self) -> Result<&ThreadPool> {
         let pool = self.pool.get_or_init(|| {
             ThreadPoolBuilder::new()
