@@ -77,7 +77,7 @@ pub struct DataParallel<B: Backend, M> {
     pub(crate) split: Split,
     pub(crate) failure_policy: FailurePolicy,
     pub(crate) step_deadline: Option<Duration>,
-    /// Whether each replica waits for its device's queue at the end of each timed phase.
+    /// Whether a training step waits for its devices' queues at the end of each timed phase.
     pub(crate) synced_phases: bool,
     pub(crate) traffic: Arc<TrafficCounter>,
     pub(crate) workers: Arc<Workers>,
@@ -328,10 +328,13 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
         self.workers.last_step.get()
     }
 
-    /// Makes each replica of a training step wait for its device's queue at the end of its
-    /// set-up and of its compute (default: it does not), so that on a backend that queues its
-    /// work (CUDA) [`last_step_timings`](Self::last_step_timings) gives each phase the time of
-    /// its work rather than the time to issue it.
+    /// Makes a training step wait for its devices' queues at the end of each timed phase
+    /// (default: it does not): each replica waits for its device after its set-up and its
+    /// compute, and for the host after moving its gradients home; the host is waited for after
+    /// the gather and, on every worker, after the reduction. On a backend that queues its work
+    /// (CUDA), [`last_step_timings`](Self::last_step_timings) then gives each phase the time of
+    /// its work rather than the time to issue it (the state merge, a few small tensors, is not
+    /// waited for).
     ///
     /// A measuring aid: the waits cost the overlap of one phase's last kernels with the next
     /// phase's first, and results are the same with or without them. On CPU backends
@@ -359,8 +362,8 @@ impl<B: Backend, M: Module<B>> DataParallel<B, M> {
         }
     }
 
-    /// Whether a training step's replicas wait for their devices at the end of each phase;
-    /// see [`with_synced_phases`](Self::with_synced_phases).
+    /// Whether a training step waits for its devices at the end of each timed phase; see
+    /// [`with_synced_phases`](Self::with_synced_phases).
     pub fn synced_phases(&self) -> bool {
         self.synced_phases
     }

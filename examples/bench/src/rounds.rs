@@ -1,5 +1,5 @@
-//! Timing in interleaved rounds, what the benchmark programs and gpu-check share: a warm-up
-//! that lasts until the step time settles, and the median and spread of per-round rates.
+//! Timing in rounds: the median and the round-by-round spread that the benchmark programs and
+//! gpu-check print, and gpu-check's warm-up, which lasts until the step time settles.
 
 use std::time::{Duration, Instant};
 

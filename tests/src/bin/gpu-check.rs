@@ -374,8 +374,8 @@ fn measure<M: Measured>(
         );
     }
     println!(
-        "\nWhere DataParallel's training steps go ({} steps after the rounds, each replica \
-         waiting for its device at the end of each phase), mean ms per step:\n",
+        "\nWhere DataParallel's training steps go ({} steps after the rounds, with synced \
+         phases: each phase's work waited for before the next), mean ms per step:\n",
         plan.steps
     );
     println!("| run | {} |", Phases::HEADER);

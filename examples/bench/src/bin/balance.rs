@@ -12,6 +12,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use bench::models::{ConvNet, ImageBatch};
+use bench::rounds::median;
 use burn::backend::Autodiff;
 use burn::backend::flex::FlexDevice;
 use burn::backend::ndarray::NdArrayDevice;
@@ -79,11 +80,6 @@ where
     start.elapsed() / steps
 }
 
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 /// Times the even and the balanced split of `model` over `devices`; prints one row each.
 fn compare<M>(
     name: &str,
@@ -124,16 +120,16 @@ fn compare<M>(
         ratios.iter().copied().fold(f64::INFINITY, f64::min),
         ratios.iter().copied().fold(0.0, f64::max),
     );
-    let ratio = median(&mut ratios);
+    let ratio = median(&ratios);
     println!(
         "| {name} | even | {:?} | {:.1} ms | 1.00x |",
         rows(&runs[0]),
-        1e3 * median(&mut even)
+        1e3 * median(&even)
     );
     println!(
         "| {name} | balanced | {:?} | {:.1} ms | {ratio:.2}x ({low:.2}x to {high:.2}x) |",
         rows(&runs[1]),
-        1e3 * median(&mut balanced)
+        1e3 * median(&balanced)
     );
 }
 

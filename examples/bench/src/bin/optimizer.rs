@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use bench::models::{ConvNet, ImageBatch, WideMlp};
+use bench::rounds::median;
 use burn::backend::Autodiff;
 use burn::backend::ndarray::NdArrayDevice;
 use burn::module::AutodiffModule;
@@ -29,12 +30,6 @@ struct Options {
     /// Rounds, each one step of each optimizer.
     #[arg(long, default_value_t = 11, value_parser = clap::value_parser!(u16).range(1..=1000))]
     rounds: u16,
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut values = values.to_vec();
-    values.sort_by(f64::total_cmp);
-    values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// Times both optimizers on `model` over `replicas` NdArray replicas and prints a row.
