@@ -235,11 +235,10 @@ fn keras_row<'a, M: Measured>(
 
 /// How long each row is timed.
 struct Plan {
-    /// When a row's warm-up has settled; its `max_time` is overridden by the budget's share.
+    /// When a row's warm-up has settled. Its `max_time` is the warm-up time of one model's
+    /// rows together, shared out evenly among them: within the script's five minutes even when
+    /// no row settles.
     settle: Settle,
-    /// Warm-up time of one model's rows together, shared out evenly: within the script's five
-    /// minutes even when no row settles.
-    warm_up_budget: Duration,
     rounds: usize,
     steps: usize,
 }
@@ -307,7 +306,7 @@ fn measure<M: Measured>(
     }
 
     let settle = Settle {
-        max_time: plan.warm_up_budget / rows.len() as u32,
+        max_time: plan.settle.max_time / rows.len() as u32,
         ..plan.settle
     };
     for row in &mut rows {
@@ -448,11 +447,10 @@ fn main() -> ExitCode {
             window: 2,
             tolerance: 0.5,
             max_steps: 2,
-            max_time: Duration::MAX,
+            max_time: Duration::from_secs(20),
         };
         let plan = Plan {
             settle,
-            warm_up_budget: Duration::from_secs(20),
             rounds: 2,
             steps: 1,
         };
@@ -462,11 +460,10 @@ fn main() -> ExitCode {
             window: 5,
             tolerance: 0.1,
             max_steps: 100,
-            max_time: Duration::MAX,
+            max_time: Duration::from_secs(45),
         };
         let plan = Plan {
             settle,
-            warm_up_budget: Duration::from_secs(45),
             rounds: options.rounds as usize,
             steps: options.steps as usize,
         };
